@@ -1,0 +1,135 @@
+"""Settings: one frozen object, built once at the entry point. The only module that reads os.environ.
+
+Every field can be set from the environment as ``DFF_<FIELD NAME IN CAPITALS>`` (e.g. ``DFF_DEVICE=cpu``,
+``DFF_CLASSIFY_BATCH=16``); CLI flags override with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+from pipeline.types import SampleMode, SamplingPolicy, Strategy
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "dff"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the service. Units are in the names."""
+
+    # where things live
+    data_dir: Path = dataclasses.field(default_factory=_default_data_dir)
+    models_dir: Path | None = None  # None = data_dir / "models"
+    checkpoint: Path | None = None  # explicit checkpoint; else newest file in models_dir
+    # compute
+    device: str = "auto"  # "auto" = cuda when available, else cpu; or any torch device string
+    torch_threads: int = 0  # 0 = leave torch's default
+    # sampling
+    sample_mode: SampleMode = SampleMode.EVERY_S
+    every_s: float = 1.0
+    sample_count: int = 16
+    max_frames: int | None = 300
+    # limits on input
+    max_duration_s: float = 3 * 3600.0
+    max_image_pixels: int = 50_000_000
+    max_upload_mb: float = 500.0
+    # detection
+    min_face_px: int = 40
+    detect_prob_floor: float = 0.90
+    detect_max_side_px: int = 640  # detect on a downscaled copy when the long side is larger
+    detect_chunk: int = 1  # frames per MTCNN call; 1 is fastest on CPU (NOTES.md), GPUs want more
+    # classification batching (flush rules in pipeline/batching.py)
+    classify_batch: int = 32
+    max_pending_frames: int = 4
+    # verdict
+    strategy: Strategy = Strategy.PER_PERSON
+    threshold: float = 0.5
+    inconclusive_band: float = 0.05  # |score - threshold| < band -> inconclusive
+    min_faces: int = 3  # fewer usable faces in a video -> inconclusive (an image needs 1)
+    # serving
+    host: str = "127.0.0.1"
+    port: int = 7860
+    token: str | None = None
+    keep_uploads: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.every_s > 0, f"every_s must be > 0, got {self.every_s}"),
+            (self.sample_count >= 1, f"sample_count must be >= 1, got {self.sample_count}"),
+            (self.max_frames is None or self.max_frames >= 1, f"max_frames must be >= 1, got {self.max_frames}"),
+            (self.max_duration_s > 0, f"max_duration_s must be > 0, got {self.max_duration_s}"),
+            (self.max_image_pixels > 0, f"max_image_pixels must be > 0, got {self.max_image_pixels}"),
+            (self.max_upload_mb > 0, f"max_upload_mb must be > 0, got {self.max_upload_mb}"),
+            (self.min_face_px >= 10, f"min_face_px must be >= 10, got {self.min_face_px}"),
+            (0 <= self.detect_prob_floor <= 1, f"detect_prob_floor must be in [0, 1], got {self.detect_prob_floor}"),
+            (self.detect_max_side_px >= 64, f"detect_max_side_px must be >= 64, got {self.detect_max_side_px}"),
+            (self.detect_chunk >= 1, f"detect_chunk must be >= 1, got {self.detect_chunk}"),
+            (self.classify_batch >= 1, f"classify_batch must be >= 1, got {self.classify_batch}"),
+            (self.max_pending_frames >= 1, f"max_pending_frames must be >= 1, got {self.max_pending_frames}"),
+            (0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}"),
+            (0 <= self.inconclusive_band < 0.5, f"inconclusive_band must be in [0, 0.5), got {self.inconclusive_band}"),
+            (self.min_faces >= 1, f"min_faces must be >= 1, got {self.min_faces}"),
+            (self.torch_threads >= 0, f"torch_threads must be >= 0, got {self.torch_threads}"),
+            (0 <= self.port <= 65535, f"port must be in 0..65535, got {self.port}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    @property
+    def policy(self) -> SamplingPolicy:
+        return SamplingPolicy(self.sample_mode, self.every_s, self.sample_count, self.max_frames)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build from ``DFF_*`` variables (``environ`` defaults to os.environ), then apply overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"DFF_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown settings: {sorted(unknown)}")
+        if "data_dir" not in values and "XDG_DATA_HOME" in env:
+            values["data_dir"] = Path(env["XDG_DATA_HOME"]) / "dff"
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(name: str, type_name: object, raw: str) -> object:
+    """Turn one environment string into the field's type; ConfigError naming the variable if it can't."""
+    t = str(type_name)
+    try:
+        if "Path" in t:
+            return Path(raw).expanduser()
+        if "SampleMode" in t:
+            return SampleMode(raw)
+        if "Strategy" in t:
+            return Strategy(raw)
+        if t.startswith("bool"):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if t.startswith("int"):
+            return None if raw.lower() == "none" else int(raw)
+        if t.startswith("float"):
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"DFF_{name.upper()}={raw!r} is not a valid {t}") from None

@@ -1,0 +1,345 @@
+"""Frozen records that cross stage boundaries. Arrays are allowed, dicts are not.
+
+Coordinates are pixels of the original (rotation-applied) frame, ``xyxy`` = (x1, y1, x2, y2).
+Probabilities are floats in [0, 1]; ``fake_prob`` = P(fake) = sigmoid(logit).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+class Label(str, Enum):
+    REAL = "real"
+    FAKE = "fake"
+    INCONCLUSIVE = "inconclusive"
+    NO_FACE = "no_face"
+
+
+class Strategy(str, Enum):
+    MEAN = "mean"
+    MAX_FRAME = "max_frame"
+    CONFIDENT = "confident"
+    PER_PERSON = "per_person"
+
+
+class SampleMode(str, Enum):
+    EVERY_S = "every_s"  # one frame every ``every_s`` seconds of presentation time
+    COUNT = "count"  # ``count`` frames spread evenly over the duration
+    KEYFRAMES = "keyframes"  # every keyframe
+    ALL = "all"  # every decoded frame
+
+
+def _check_prob(name: str, value: float) -> None:
+    if not (isinstance(value, (float, int)) and 0.0 <= value <= 1.0 and not math.isnan(value)):
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingPolicy:
+    """How frames are picked. ``max_frames`` caps every mode (None = no cap)."""
+
+    mode: SampleMode = SampleMode.EVERY_S
+    every_s: float = 1.0
+    count: int = 16
+    max_frames: int | None = 300
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, SampleMode):
+            raise ValueError(f"mode must be a SampleMode, got {self.mode!r}")
+        if not self.every_s > 0:
+            raise ValueError(f"every_s must be > 0 seconds, got {self.every_s!r}")
+        if self.count < 1:
+            raise ValueError(f"count must be >= 1, got {self.count!r}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 or None, got {self.max_frames!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    """Facts about the input. ``width``/``height`` are after rotation. Unknowns are None."""
+
+    name: str
+    size_bytes: int
+    sha256: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    duration_s: float | None
+    rotation_deg: int
+    is_image: bool
+    frame_count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One sampled frame. ``index`` is its position in the decoded stream (0-based)."""
+
+    index: int
+    time_s: float
+    image: np.ndarray  # H×W×3 uint8 RGB, rotation applied
+
+    def __post_init__(self) -> None:
+        img = self.image
+        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            got = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+            raise ValueError(f"Frame.image must be H×W×3 uint8 RGB, got {got}")
+        if self.index < 0:
+            raise ValueError(f"Frame.index must be >= 0, got {self.index}")
+
+
+@dataclass(frozen=True, slots=True)
+class FaceBox:
+    """A detected face. ``landmarks`` is 5×2 float32 (eyes, nose, mouth corners) or None."""
+
+    frame_index: int
+    face_index: int
+    xyxy: tuple[float, float, float, float]
+    detector_prob: float
+    landmarks: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.xyxy) != 4:
+            raise ValueError(f"FaceBox.xyxy must have 4 numbers, got {self.xyxy!r}")
+        x1, y1, x2, y2 = self.xyxy
+        if not (x2 > x1 and y2 > y1):
+            raise ValueError(f"FaceBox.xyxy must have x2 > x1 and y2 > y1, got {self.xyxy!r}")
+        _check_prob("FaceBox.detector_prob", self.detector_prob)
+        if self.landmarks is not None and self.landmarks.shape != (5, 2):
+            raise ValueError(f"FaceBox.landmarks must be 5×2, got {self.landmarks.shape}")
+
+    @property
+    def width_px(self) -> float:
+        return self.xyxy[2] - self.xyxy[0]
+
+    @property
+    def height_px(self) -> float:
+        return self.xyxy[3] - self.xyxy[1]
+
+
+@dataclass(frozen=True, slots=True)
+class FaceScore:
+    """What the classifier says about one face, before tracking.
+
+    ``heatmap``: h×w float32 in [0, 1], Grad-CAM over the model input, which covers the crop.
+    ``embedding``: 512 float32, the layer before ``logits`` (used by the tracker, not serialised).
+    """
+
+    box: FaceBox
+    fake_prob: float
+    heatmap: np.ndarray
+    embedding: np.ndarray
+    crop: np.ndarray | None = None  # the crop the model saw, S×S×3 uint8 RGB (for overlays)
+
+    def __post_init__(self) -> None:
+        _check_prob("FaceScore.fake_prob", self.fake_prob)
+        if self.heatmap.ndim != 2 or self.heatmap.dtype != np.float32:
+            raise ValueError(f"heatmap must be h×w float32, got {self.heatmap.dtype} {self.heatmap.shape}")
+        if self.embedding.ndim != 1:
+            raise ValueError(f"embedding must be 1-D, got shape {self.embedding.shape}")
+
+
+@dataclass(frozen=True, slots=True)
+class CroppedFrame:
+    """A frame after detection and cropping; the full image is dropped here to bound memory.
+
+    ``crops[i]`` belongs to ``boxes[i]``: crop_px×crop_px×3 uint8 RGB per the model's profile.
+    """
+
+    index: int
+    time_s: float
+    boxes: tuple[FaceBox, ...]
+    crops: tuple[np.ndarray, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.boxes) != len(self.crops):
+            raise ValueError(f"CroppedFrame has {len(self.boxes)} boxes but {len(self.crops)} crops")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredFrame:
+    """A frame whose faces are all scored (``scores[i]`` for face i), not yet tracked."""
+
+    index: int
+    time_s: float
+    scores: tuple[FaceScore, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FaceVerdict:
+    """A scored face with its person track. ``heatmap`` as in FaceScore."""
+
+    box: FaceBox
+    fake_prob: float
+    heatmap: np.ndarray
+    track_id: int
+    crop: np.ndarray | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_prob("FaceVerdict.fake_prob", self.fake_prob)
+        if self.track_id < 0:
+            raise ValueError(f"track_id must be >= 0, got {self.track_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class FrameVerdict:
+    """All faces of one sampled frame. ``score`` is max fake_prob over faces; None when no face."""
+
+    index: int
+    time_s: float
+    faces: tuple[FaceVerdict, ...]
+    score: float | None
+
+    def __post_init__(self) -> None:
+        if not self.faces and self.score is not None:
+            raise ValueError("FrameVerdict with no faces must have score None, never a made-up number")
+        if self.faces and self.score is None:
+            raise ValueError("FrameVerdict with faces must have a score")
+        if self.score is not None:
+            _check_prob("FrameVerdict.score", self.score)
+
+
+@dataclass(frozen=True, slots=True)
+class FaceRow:
+    """A face as the report keeps it: no pixels, so reports stay small for long videos."""
+
+    face_index: int
+    xyxy: tuple[float, float, float, float]
+    detector_prob: float
+    fake_prob: float
+    track_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRow:
+    """A sampled frame as the report keeps it. ``score`` None = no face."""
+
+    index: int
+    time_s: float
+    score: float | None
+    faces: tuple[FaceRow, ...]
+
+    @staticmethod
+    def of(verdict: FrameVerdict) -> FrameRow:
+        return FrameRow(
+            index=verdict.index,
+            time_s=verdict.time_s,
+            score=verdict.score,
+            faces=tuple(
+                FaceRow(f.box.face_index, f.box.xyxy, f.box.detector_prob, f.fake_prob, f.track_id)
+                for f in verdict.faces
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One person across sampled frames."""
+
+    track_id: int
+    frame_indices: tuple[int, ...]
+    first_time_s: float
+    last_time_s: float
+    fake_probs: tuple[float, ...]  # one per face, in frame order
+    score: float | None
+    label: Label
+
+    @property
+    def n_faces(self) -> int:
+        return len(self.fake_probs)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A contiguous run of sampled frames whose score is above the threshold."""
+
+    start_s: float
+    end_s: float
+    peak_s: float
+    peak_prob: float
+    n_frames: int
+    track_id: int | None = None  # None = frame-level segment
+
+    def __post_init__(self) -> None:
+        if not (self.start_s <= self.peak_s <= self.end_s):
+            raise ValueError(f"Segment needs start_s <= peak_s <= end_s, got {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessProfile:
+    """How a checkpoint expects its faces: crop ``crop_px`` with ``margin_px`` (MTCNN semantics),
+    resize to ``input_px`` with ``resize``, scale RGB by ``scale``, then (x - mean) / std if given."""
+
+    name: str
+    crop_px: int
+    margin_px: int
+    input_px: int
+    resize: str  # "bilinear"
+    scale: float
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    sha256: str
+    profile: PreprocessProfile
+    device: str
+    untrained: bool  # True when scoring with random weights (tests/demos only)
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimings:
+    """Wall seconds spent per stage (stages overlap nothing on CPU, so they add up to ~total_s)."""
+
+    decode_s: float = 0.0
+    detect_s: float = 0.0
+    classify_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisStart:
+    """First item ``analyze()`` yields: what is about to be analysed."""
+
+    media: MediaInfo
+    planned_frames: int | None
+    policy: SamplingPolicy
+    model: ModelInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The final result of one analysis. ``incomplete`` says why the analysis stopped early, if it did."""
+
+    media: MediaInfo
+    policy: SamplingPolicy
+    model: ModelInfo
+    strategy: Strategy
+    threshold: float
+    score: float | None
+    label: Label
+    frames: tuple[FrameRow, ...]
+    tracks: tuple[Track, ...]
+    segments: tuple[Segment, ...]
+    timings: StageTimings
+    version: str
+    incomplete: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.score is None and self.label not in (Label.NO_FACE, Label.INCONCLUSIVE):
+            raise ValueError(f"a {self.label.value} label needs a score")
+        if self.score is not None:
+            _check_prob("Report.score", self.score)
+
+    @property
+    def n_faces(self) -> int:
+        return sum(len(f.faces) for f in self.frames)
