@@ -1,0 +1,277 @@
+"""Pure functions from per-face fake probabilities to frame, person, video scores, segments and labels.
+
+All probabilities are P(fake) in [0, 1]; times are seconds of presentation time; "faces" counts scored
+faces. A missing score is ``None`` (no face), never 0.5.
+
+The ``per_person`` rule (the default strategy). For one person (track) with face probabilities p_1..p_n:
+
+* ``agree`` = number of faces with p >= threshold; ``top_half`` = mean of the ceil(n/2) largest p.
+* The person is *confidently fake* when ``top_half >= threshold`` and
+  ``agree >= max(min_agree, ceil(agree_frac * n))`` (defaults: 3 faces and a third of the faces).
+  A swap often leaks only in some frames (pose, blur, occlusion), so the more-fake half speaks for the
+  person; but one or two spikes, or a short spurious track, cannot make a person fake on their own.
+* The person's score is ``top_half`` when confidently fake, else the plain mean of p (an unbiased
+  estimate: the top half of a real person's noisy scores would lean towards fake).
+* The person's label is FAKE when confidently fake, REAL when the score is below threshold, else
+  INCONCLUSIVE (fake-looking but too few agreeing faces).
+* Video score: the highest score among confidently fake persons, if any (one swapped face in a group
+  makes the video fake); else the mean of the persons' scores weighted by their face counts.
+
+For a still image each person is seen once: build its tracks with ``min_agree=1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pipeline.types import FrameRow, Label, Segment, Strategy, Track
+
+if TYPE_CHECKING:
+    from pipeline.track import TrackObservations
+
+# DFDC winner's rule (selimsef/dfdc_deepfake_challenge, confident_strategy)
+CONFIDENT_HIGH = 0.8
+CONFIDENT_LOW = 0.2
+CONFIDENT_MIN_HIGH = 11  # more than this many faces >= CONFIDENT_HIGH ...
+# ... and more than n/2.5 of them; or more than 0.9*n faces <= CONFIDENT_LOW. Compared in integers below.
+
+DEFAULT_MIN_AGREE = 3
+DEFAULT_AGREE_FRAC = 1 / 3
+
+
+def frame_score(probs: Sequence[float]) -> float | None:
+    """A frame's score: the max fake_prob over its faces; None when it has no face."""
+    return max(probs) if len(probs) else None
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _top_half_mean(probs: Sequence[float]) -> float:
+    top = sorted(probs, reverse=True)[: (len(probs) + 1) // 2]
+    return _mean(top)
+
+
+def is_confident_fake(
+    probs: Sequence[float],
+    threshold: float,
+    *,
+    min_agree: int = DEFAULT_MIN_AGREE,
+    agree_frac: float = DEFAULT_AGREE_FRAC,
+) -> bool:
+    """Whether one person's face probabilities make them confidently fake (rule in the module docstring)."""
+    n = len(probs)
+    if n == 0:
+        return False
+    agree = sum(1 for p in probs if p >= threshold)
+    # the epsilon keeps e.g. (1/3)*9 from rounding up to 4
+    needed = max(min_agree, math.ceil(agree_frac * n - 1e-9))
+    return agree >= needed and _top_half_mean(probs) >= threshold
+
+
+def track_score(
+    probs: Sequence[float],
+    threshold: float = 0.5,
+    *,
+    min_agree: int = DEFAULT_MIN_AGREE,
+    agree_frac: float = DEFAULT_AGREE_FRAC,
+) -> float | None:
+    """One person's score: mean of the top half of ``probs`` when confidently fake, else the mean of all;
+    None when there are no faces."""
+    if not len(probs):
+        return None
+    if is_confident_fake(probs, threshold, min_agree=min_agree, agree_frac=agree_frac):
+        return _top_half_mean(probs)
+    return _mean(probs)
+
+
+def track_label(
+    probs: Sequence[float],
+    threshold: float = 0.5,
+    *,
+    min_agree: int = DEFAULT_MIN_AGREE,
+    agree_frac: float = DEFAULT_AGREE_FRAC,
+) -> Label:
+    """One person's label: FAKE when confidently fake, REAL below threshold, INCONCLUSIVE otherwise,
+    NO_FACE for no faces."""
+    score = track_score(probs, threshold, min_agree=min_agree, agree_frac=agree_frac)
+    if score is None:
+        return Label.NO_FACE
+    if is_confident_fake(probs, threshold, min_agree=min_agree, agree_frac=agree_frac):
+        return Label.FAKE
+    return Label.REAL if score < threshold else Label.INCONCLUSIVE
+
+
+def build_tracks(
+    observations: Sequence[TrackObservations],
+    threshold: float,
+    *,
+    min_agree: int = DEFAULT_MIN_AGREE,
+    agree_frac: float = DEFAULT_AGREE_FRAC,
+) -> tuple[Track, ...]:
+    """Score and label each person (see :func:`track_score`, :func:`track_label`), sorted by track id.
+
+    ``min_agree``: faces that must agree for a confident fake; pass 1 for a still image.
+    """
+    _check_threshold(threshold)
+    if min_agree < 1:
+        raise ValueError(f"min_agree must be >= 1 faces, got {min_agree}")
+    out = []
+    for obs in sorted(observations, key=lambda o: o.track_id):
+        probs = obs.fake_probs
+        out.append(
+            Track(
+                track_id=obs.track_id,
+                frame_indices=tuple(obs.frame_indices),
+                first_time_s=obs.times_s[0],
+                last_time_s=obs.times_s[-1],
+                fake_probs=tuple(probs),
+                score=track_score(probs, threshold, min_agree=min_agree, agree_frac=agree_frac),
+                label=track_label(probs, threshold, min_agree=min_agree, agree_frac=agree_frac),
+            )
+        )
+    return tuple(out)
+
+
+def confident_score(probs: Sequence[float]) -> float | None:
+    """The DFDC winner's rule over all face probabilities (n faces; None when n == 0):
+    more than n/2.5 and more than 11 faces >= 0.8 -> their mean; else more than 0.9*n faces <= 0.2 ->
+    their mean; else the mean of all."""
+    n = len(probs)
+    if n == 0:
+        return None
+    high = [p for p in probs if p >= CONFIDENT_HIGH]
+    # integer forms of count > n/2.5 and count > 0.9*n, so edge counts are exact
+    if 5 * len(high) > 2 * n and len(high) > CONFIDENT_MIN_HIGH:
+        return _mean(high)
+    low = [p for p in probs if p <= CONFIDENT_LOW]
+    if 10 * len(low) > 9 * n:
+        return _mean(low)
+    return _mean(probs)
+
+
+def per_person_score(tracks: Sequence[Track]) -> float | None:
+    """The per_person video score from scored tracks (rule in the module docstring); None without faces."""
+    scored = [t for t in tracks if t.score is not None and t.n_faces > 0]
+    if not scored:
+        return None
+    fake = [t.score for t in scored if t.label is Label.FAKE and t.score is not None]
+    if fake:
+        return max(fake)
+    total = sum(t.n_faces for t in scored)
+    return math.fsum(t.score * t.n_faces for t in scored if t.score is not None) / total
+
+
+def video_score(
+    frames: Sequence[FrameRow],
+    tracks: Sequence[Track],
+    strategy: Strategy,
+    threshold: float,
+) -> float | None:
+    """The video's fake score under ``strategy``; None when no face was scored.
+
+    ``mean``: mean of all face probabilities. ``max_frame``: max of frame scores. ``confident``: see
+    :func:`confident_score`. ``per_person``: see :func:`per_person_score`; ``tracks`` must come from
+    :func:`build_tracks` with the same ``threshold``.
+    """
+    _check_threshold(threshold)
+    probs = [f.fake_prob for row in frames for f in row.faces]
+    if not probs:
+        return None
+    if strategy is Strategy.MEAN:
+        return _mean(probs)
+    if strategy is Strategy.MAX_FRAME:
+        # the max of per-frame maxima is the max over all faces
+        return max(probs)
+    if strategy is Strategy.CONFIDENT:
+        return confident_score(probs)
+    if strategy is Strategy.PER_PERSON:
+        if not tracks:
+            raise ValueError(f"per_person needs the tracks of the {len(probs)} scored faces, got none")
+        return per_person_score(tracks)
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def track_probs_by_frame(frames: Sequence[FrameRow], track_id: int) -> list[float | None]:
+    """One entry per frame: the fake_prob of ``track_id``'s face there, None where the person is absent.
+    Feed it to :func:`find_segments` with the frames' times for one person's segments."""
+    series: list[float | None] = []
+    for row in frames:
+        series.append(next((f.fake_prob for f in row.faces if f.track_id == track_id), None))
+    return series
+
+
+def find_segments(
+    times_s: Sequence[float],
+    scores: Sequence[float | None],
+    threshold: float,
+    track_id: int | None = None,
+) -> tuple[Segment, ...]:
+    """Contiguous runs of sampled frames whose score is > ``threshold``; a None score (no face) breaks a run.
+
+    ``times_s[i]`` is frame i's time in seconds. Each segment spans the first to the last frame of its run;
+    ``peak_s``/``peak_prob`` are the time and score of its highest frame (the earliest on a tie).
+    """
+    if len(times_s) != len(scores):
+        raise ValueError(f"need one score per time, got {len(times_s)} times and {len(scores)} scores")
+    segments: list[Segment] = []
+    start: int | None = None
+    for i, s in enumerate([*scores, None]):
+        above = s is not None and s > threshold
+        if above and start is None:
+            start = i
+        elif not above and start is not None:
+            run = range(start, i)
+            peak = max(run, key=lambda j: (scores[j], -j))
+            peak_prob = scores[peak]
+            assert peak_prob is not None
+            segments.append(
+                Segment(
+                    start_s=times_s[start],
+                    end_s=times_s[i - 1],
+                    peak_s=times_s[peak],
+                    peak_prob=peak_prob,
+                    n_frames=len(run),
+                    track_id=track_id,
+                )
+            )
+            start = None
+    return tuple(segments)
+
+
+def decide_label(
+    score: float | None,
+    n_faces: int,
+    *,
+    is_image: bool,
+    threshold: float,
+    band: float,
+    min_faces: int,
+) -> Label:
+    """The verdict. No face -> NO_FACE; a video with fewer than ``min_faces`` scored faces (an image: 1) ->
+    INCONCLUSIVE; |score - threshold| < ``band`` -> INCONCLUSIVE; else FAKE if score >= threshold else REAL.
+
+    A score exactly at the band's edge (within 1e-9) is decided, not inconclusive, whichever side it is on.
+    """
+    _check_threshold(threshold)
+    if n_faces < 0:
+        raise ValueError(f"n_faces must be >= 0, got {n_faces}")
+    if n_faces == 0:
+        return Label.NO_FACE
+    if score is None:
+        raise ValueError(f"{n_faces} faces were scored but the score is None")
+    if n_faces < (1 if is_image else min_faces):
+        return Label.INCONCLUSIVE
+    distance = abs(score - threshold)
+    # float noise makes 0.5 - 0.45 < 0.05 but 0.55 - 0.5 > 0.05; treat both edges alike
+    if distance < band and not math.isclose(distance, band, rel_tol=0.0, abs_tol=1e-9):
+        return Label.INCONCLUSIVE
+    return Label.FAKE if score >= threshold else Label.REAL
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")

@@ -1,0 +1,130 @@
+"""The one batcher: groups frames for detection and faces for classification, keeping frame order.
+
+Detection (:func:`chunk_frames`): consecutive frames are grouped into lists of up to ``chunk`` frames that
+all have the same image shape, because one MTCNN call takes one stacked array. A shape change or the end
+of input closes the current chunk early.
+
+Classification (:func:`score_in_batches`), the flush rules:
+
+1. Faces are buffered across consecutive frames in arrival order. A frame's faces may be split across two
+   (or more) flushes; a frame with more faces than ``classify_batch`` always is.
+2. Full flush: whenever ``classify_batch`` or more faces are buffered, the oldest ``classify_batch`` are
+   scored in one call.
+3. Latency flush: when ``max_pending_frames`` frames are waiting (received but not yet emitted, counting
+   zero-face frames queued behind an unscored face) and faces are buffered, everything buffered is scored.
+4. End flush: at end of input everything buffered is scored.
+5. After every flush, every leading frame whose faces are all scored is emitted, in input order. A
+   zero-face frame needs no scoring: it comes out as soon as nothing is pending before it.
+
+``score`` is never called with an empty list, and only rules 3 and 4 make calls shorter than
+``classify_batch`` (after rule 2 has run, fewer than ``classify_batch`` faces remain, so those are one
+call). No face is dropped or scored twice. Input is pulled lazily, one frame at a time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.types import CroppedFrame, FaceBox, FaceScore, Frame, ScoredFrame
+
+ScoreFn = Callable[[Sequence[np.ndarray], Sequence[FaceBox]], list[FaceScore]]
+"""Scores one batch: crops (each crop_px×crop_px×3 uint8 RGB) and their boxes -> one FaceScore per crop."""
+
+
+def chunk_frames(frames: Iterable[Frame], chunk: int) -> Iterator[list[Frame]]:
+    """Group consecutive frames into lists of 1..``chunk`` frames whose images share one H×W×3 shape.
+
+    Order is kept; a shape change or the end of input flushes the current (shorter) list. Lazy: at most
+    ``chunk`` frames are held at a time.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 frames, got {chunk}")
+    current: list[Frame] = []
+    for frame in frames:
+        if current and frame.image.shape != current[0].image.shape:
+            yield current
+            current = []
+        current.append(frame)
+        if len(current) == chunk:
+            yield current
+            current = []
+    if current:
+        yield current
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A received frame that has not been emitted yet; ``scores[i]`` fills in as face i is scored."""
+
+    frame: CroppedFrame
+    scores: list[FaceScore | None]
+    missing: int
+
+
+def score_in_batches(
+    frames: Iterable[CroppedFrame],
+    score: ScoreFn,
+    *,
+    classify_batch: int,
+    max_pending_frames: int,
+) -> Iterator[ScoredFrame]:
+    """Score the faces of ``frames`` in batches (flush rules in the module docstring), yielding each frame
+    as a :class:`ScoredFrame` once all its faces are scored, in input order.
+
+    ``classify_batch``: faces per ``score`` call (>= 1). ``max_pending_frames``: frames allowed to wait
+    before a short batch is forced (>= 1; 1 means no face waits for a later frame).
+    Raises RuntimeError if ``score`` returns the wrong number of results or results for other faces.
+    """
+    if classify_batch < 1:
+        raise ValueError(f"classify_batch must be >= 1 faces, got {classify_batch}")
+    if max_pending_frames < 1:
+        raise ValueError(f"max_pending_frames must be >= 1 frames, got {max_pending_frames}")
+    pending: deque[_Pending] = deque()
+    queue: deque[tuple[_Pending, int]] = deque()  # unscored faces, oldest first: (their frame, face i)
+
+    for frame in frames:
+        entry = _Pending(frame, [None] * len(frame.boxes), len(frame.boxes))
+        pending.append(entry)
+        queue.extend((entry, i) for i in range(len(frame.boxes)))
+        while len(queue) >= classify_batch:
+            _flush(queue, classify_batch, score)
+            yield from _ready(pending)
+        if queue and len(pending) >= max_pending_frames:
+            _flush(queue, len(queue), score)
+        yield from _ready(pending)
+    while queue:
+        _flush(queue, min(classify_batch, len(queue)), score)
+        yield from _ready(pending)
+    yield from _ready(pending)
+
+
+def _flush(queue: deque[tuple[_Pending, int]], n: int, score: ScoreFn) -> None:
+    """Score the oldest ``n`` (>= 1) buffered faces in one call and file each result under its frame."""
+    items = [queue.popleft() for _ in range(n)]
+    crops = [entry.frame.crops[i] for entry, i in items]
+    boxes = [entry.frame.boxes[i] for entry, i in items]
+    results = score(crops, boxes)
+    if len(results) != len(crops):
+        raise RuntimeError(f"score returned {len(results)} results for a batch of {len(crops)} faces")
+    for (entry, i), box, result in zip(items, boxes, results, strict=True):
+        got = result.box
+        # a reordering bug in the scorer would silently give faces each other's verdicts
+        if got is not box and (got.frame_index, got.face_index) != (box.frame_index, box.face_index):
+            raise RuntimeError(
+                f"score returned a result for face {got.face_index} of frame {got.frame_index} "
+                f"where face {box.face_index} of frame {box.frame_index} was expected"
+            )
+        entry.scores[i] = result
+        entry.missing -= 1
+
+
+def _ready(pending: deque[_Pending]) -> Iterator[ScoredFrame]:
+    """Pop and yield the leading frames whose faces are all scored."""
+    while pending and pending[0].missing == 0:
+        entry = pending.popleft()
+        scores = tuple(s for s in entry.scores if s is not None)
+        yield ScoredFrame(index=entry.frame.index, time_s=entry.frame.time_s, scores=scores)

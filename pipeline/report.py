@@ -1,0 +1,162 @@
+"""Report ⇄ JSON (schema-versioned) and Report → CSV (one row per face). Pure; no I/O beyond strings."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from enum import Enum
+from typing import Any
+
+from pipeline.types import (
+    FaceRow,
+    FrameRow,
+    Label,
+    MediaInfo,
+    ModelInfo,
+    PreprocessProfile,
+    Report,
+    SampleMode,
+    SamplingPolicy,
+    Segment,
+    StageTimings,
+    Strategy,
+    Track,
+)
+
+SCHEMA = "dff.report/1"
+
+CSV_COLUMNS = (
+    "file",
+    "frame_index",
+    "time_s",
+    "face_index",
+    "track_id",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "detector_prob",
+    "fake_prob",
+    "frame_score",
+)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses/enums/tuples → JSON types (floats kept exact so a report round-trips)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    """The report as plain JSON types, with ``schema`` first and a few derived summary fields."""
+    body = _plain(report)
+    return {
+        "schema": SCHEMA,
+        **body,
+        "summary": {
+            "n_frames": len(report.frames),
+            "n_faces": report.n_faces,
+            "n_people": len(report.tracks),
+            "n_segments": sum(1 for s in report.segments if s.track_id is None),
+            "untrained_model": report.model.untrained,
+        },
+    }
+
+
+def report_to_json(report: Report, indent: int | None = 2) -> str:
+    return json.dumps(report_to_dict(report), indent=indent, allow_nan=False)
+
+
+def report_from_dict(data: dict[str, Any]) -> Report:
+    """Inverse of ``report_to_dict``. Raises ValueError on another schema or a malformed body."""
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"not a {SCHEMA} report (schema={data.get('schema')!r})")
+    try:
+        media = MediaInfo(**data["media"])
+        p = data["policy"]
+        policy = SamplingPolicy(SampleMode(p["mode"]), p["every_s"], p["count"], p["max_frames"])
+        m = data["model"]
+        prof = m["profile"]
+        profile = PreprocessProfile(
+            **{
+                **prof,
+                "mean": tuple(prof["mean"]) if prof["mean"] else None,
+                "std": tuple(prof["std"]) if prof["std"] else None,
+            }
+        )
+        model = ModelInfo(m["name"], m["sha256"], profile, m["device"], m["untrained"])
+        frames = tuple(
+            FrameRow(
+                f["index"],
+                f["time_s"],
+                f["score"],
+                tuple(
+                    FaceRow(x["face_index"], tuple(x["xyxy"]), x["detector_prob"], x["fake_prob"], x["track_id"])
+                    for x in f["faces"]
+                ),
+            )
+            for f in data["frames"]
+        )
+        tracks = tuple(
+            Track(
+                t["track_id"],
+                tuple(t["frame_indices"]),
+                t["first_time_s"],
+                t["last_time_s"],
+                tuple(t["fake_probs"]),
+                t["score"],
+                Label(t["label"]),
+            )
+            for t in data["tracks"]
+        )
+        return Report(
+            media=media,
+            policy=policy,
+            model=model,
+            strategy=Strategy(data["strategy"]),
+            threshold=data["threshold"],
+            score=data["score"],
+            label=Label(data["label"]),
+            frames=frames,
+            tracks=tracks,
+            segments=tuple(Segment(**s) for s in data["segments"]),
+            timings=StageTimings(**data["timings"]),
+            version=data["version"],
+            incomplete=data.get("incomplete"),
+        )
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"malformed {SCHEMA} report: {err}") from err
+
+
+def report_to_csv(report: Report) -> str:
+    """One row per face (frames without faces have no row), header ``CSV_COLUMNS``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for frame in report.frames:
+        for face in frame.faces:
+            x1, y1, x2, y2 = face.xyxy
+            writer.writerow(
+                [
+                    report.media.name,
+                    frame.index,
+                    f"{frame.time_s:.3f}",
+                    face.face_index,
+                    face.track_id,
+                    f"{x1:.1f}",
+                    f"{y1:.1f}",
+                    f"{x2:.1f}",
+                    f"{y2:.1f}",
+                    f"{face.detector_prob:.4f}",
+                    f"{face.fake_prob:.6f}",
+                    f"{frame.score:.6f}" if frame.score is not None else "",
+                ]
+            )
+    return out.getvalue()
