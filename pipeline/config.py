@@ -42,9 +42,13 @@ class Settings:
     max_image_pixels: int = 50_000_000
     max_upload_mb: float = 500.0
     # detection
-    min_face_px: int = 40
+    min_face_px: int = 20  # photos: MTCNN's own default, which the seed checkpoint was used with
+    video_min_face_px: int = 40  # videos: 4× fewer pyramid pixels per frame than 20, see NOTES.md
     detect_prob_floor: float = 0.90
-    detect_max_side_px: int = 640  # detect on a downscaled copy when the long side is larger
+    detect_max_side_px: int = 640  # videos: detect on a downscaled copy when the long side is larger
+    # Photos: detect at full size up to here, so a photo's P(fake) equals the seed recipe's (which ran
+    # MTCNN on the full image); a 640-px copy moved boxes by a few pixels and P(fake) by ~0.005.
+    photo_detect_max_side_px: int = 2048
     detect_chunk: int = 1  # frames per MTCNN call; 1 is fastest on CPU (NOTES.md), GPUs want more
     # classification batching (flush rules in pipeline/batching.py)
     classify_batch: int = 32
@@ -59,6 +63,10 @@ class Settings:
     port: int = 7860
     token: str | None = None
     keep_uploads: bool = False
+    max_jobs: int = 4  # jobs analysed at once (interleaved on one model)
+    max_queue: int = 8  # more jobs that may wait (or upload) beyond max_jobs; then clients get "busy"
+    allowed_origins: str = ""  # comma-separated browser origins allowed besides the server's own; "*" = any
+    shutdown_grace_s: float = 30.0  # on SIGTERM/SIGINT, running jobs get this long to finish
 
     def __post_init__(self) -> None:
         checks = [
@@ -69,8 +77,13 @@ class Settings:
             (self.max_image_pixels > 0, f"max_image_pixels must be > 0, got {self.max_image_pixels}"),
             (self.max_upload_mb > 0, f"max_upload_mb must be > 0, got {self.max_upload_mb}"),
             (self.min_face_px >= 10, f"min_face_px must be >= 10, got {self.min_face_px}"),
+            (self.video_min_face_px >= 10, f"video_min_face_px must be >= 10, got {self.video_min_face_px}"),
             (0 <= self.detect_prob_floor <= 1, f"detect_prob_floor must be in [0, 1], got {self.detect_prob_floor}"),
             (self.detect_max_side_px >= 64, f"detect_max_side_px must be >= 64, got {self.detect_max_side_px}"),
+            (
+                self.photo_detect_max_side_px >= 64,
+                f"photo_detect_max_side_px must be >= 64, got {self.photo_detect_max_side_px}",
+            ),
             (self.detect_chunk >= 1, f"detect_chunk must be >= 1, got {self.detect_chunk}"),
             (self.classify_batch >= 1, f"classify_batch must be >= 1, got {self.classify_batch}"),
             (self.max_pending_frames >= 1, f"max_pending_frames must be >= 1, got {self.max_pending_frames}"),
@@ -79,6 +92,9 @@ class Settings:
             (self.min_faces >= 1, f"min_faces must be >= 1, got {self.min_faces}"),
             (self.torch_threads >= 0, f"torch_threads must be >= 0, got {self.torch_threads}"),
             (0 <= self.port <= 65535, f"port must be in 0..65535, got {self.port}"),
+            (self.max_jobs >= 1, f"max_jobs must be >= 1, got {self.max_jobs}"),
+            (self.max_queue >= 0, f"max_queue must be >= 0, got {self.max_queue}"),
+            (self.shutdown_grace_s >= 0, f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -7,7 +7,6 @@ import os
 import pytest
 
 
-
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path, monkeypatch):
     """No test reads the developer's own DFF_* settings or data directory."""

@@ -1,0 +1,63 @@
+"""The loaded models of one process: detector, classifier and Grad-CAM, built once and reused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+
+import torch
+
+from pipeline.classify import FaceClassifier
+from pipeline.config import Settings
+from pipeline.detect import FaceDetector
+from pipeline.models import LoadedModel, find_checkpoint, load_model, pick_device
+from pipeline.types import ModelInfo
+
+
+@dataclass
+class Engine:
+    """Everything that holds weights. A context manager: ``close()`` releases the CAM hooks.
+
+    Build with ``Engine.open(settings)``; pass to ``analyze()`` as many times as you like (one at a time:
+    the classifier's CAM hooks are not thread-safe, the stream worker serialises calls).
+    """
+
+    model: LoadedModel
+    detector: FaceDetector
+    classifier: FaceClassifier
+
+    @classmethod
+    def open(cls, settings: Settings, *, allow_untrained: bool = False) -> Engine:
+        """Pick the device once, find and load the checkpoint, build MTCNN and the CAM.
+
+        Raises NoModel when no checkpoint is found and ``allow_untrained`` is False.
+        """
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        device = pick_device(settings.device)
+        path = None
+        if settings.checkpoint is not None or not allow_untrained:
+            path = find_checkpoint(settings.checkpoint, settings.resolved_models_dir)
+        model = load_model(path, device, allow_untrained=allow_untrained)
+        detector = FaceDetector(
+            device,
+            min_face_px=settings.min_face_px,
+            prob_floor=settings.detect_prob_floor,
+            max_side_px=settings.detect_max_side_px,
+        )
+        return cls(model=model, detector=detector, classifier=FaceClassifier(model))
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    def close(self) -> None:
+        self.classifier.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
