@@ -174,10 +174,7 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def mount_web_ui(app, settings) -> str | None:  # app: starlette.applications.Starlette, settings: Settings
     """Mount the web UI on the stream app (same port as the websocket and HTTP APIs); returns its path.
 
-    This is where the Gradio UI is mounted: ``ui/app.py`` builds a ``gradio.Blocks`` that is a websocket
-    client of ``/v1/analyze`` (through ui/client.py), and this function calls
-    ``gradio.mount_gradio_app(app, blocks, path="/")``. The stream routes are registered first, so they
-    keep precedence over a UI mounted at "/". No UI exists yet, so nothing is mounted and this returns None.
+    The Gradio UI (issue 4) is not built yet, so nothing is mounted and this returns None.
     """
     return None
 
@@ -305,6 +302,126 @@ def _client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_SOME_FAILED
 
 
+def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.config import Settings
+    from pipeline.errors import DffError
+    from pipeline.train.trainer import TrainConfig, train
+
+    if args.out.exists() and not (args.resume or args.overwrite):
+        print(f"dff train: {args.out} exists; pass --resume to continue it or --overwrite to start over", file=err)
+        return EXIT_USAGE
+    options = {
+        "out": args.out,
+        "real_dirs": tuple(args.real),
+        "fake_dirs": tuple(args.fake or ()),
+        "self_blend": args.self_blend,
+        "init": args.init,
+        "resume": args.resume,
+        "name": args.name,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "val_fraction": args.val_fraction,
+        "input_px": args.input_px,
+        "trainable": args.trainable,
+        "every_s": args.every_s,
+        "max_frames": args.max_frames,
+        "max_steps": args.max_steps,
+        "time_budget_s": args.max_minutes * 60 if args.max_minutes is not None else None,
+        "augment": not args.no_augment,
+        "seed": args.seed,
+        "cache_dir": args.cache,
+    }
+    try:
+        settings = Settings.from_env(device=args.device, torch_threads=args.threads)
+        config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
+        result = train(config, settings, err, show_bar=not args.quiet)
+    except DffError as e:
+        print(f"dff train: {e}", file=err)
+        return EXIT_USAGE
+    last = result.history[-1] if result.history else {}
+    auc = last.get("val_auc")
+    where = f"epoch {last.get('epoch', 0)}{'' if last.get('complete', True) else ' (part of it)'}"
+    print(
+        f"{result.checkpoint}: {result.stopped} at {where}; last validation AUC "
+        f"{'n/a' if auc is None else format(auc, '.3f')} ({result.n_train} training / {result.n_val} validation "
+        f"faces); model card {result.card}",
+        file=out,
+    )
+    print(f"next: dff eval {result.checkpoint} --real DIR --fake DIR --report DIR [--calibrate]", file=out)
+    return EXIT_OK
+
+
+def _eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.config import Settings
+    from pipeline.errors import DffError
+    from pipeline.train.evaluate import evaluate, format_metrics
+    from pipeline.types import SampleMode
+
+    mode = SampleMode.EVERY_S if args.every_s is not None else SampleMode.COUNT if args.count is not None else None
+    try:
+        settings = Settings.from_env(
+            device=args.device,
+            torch_threads=args.threads,
+            sample_mode=mode,
+            every_s=args.every_s,
+            sample_count=args.count,
+            max_frames=args.max_frames,
+            min_face_px=args.min_face_px,
+            video_min_face_px=args.min_face_px,
+            classify_batch=args.classify_batch,
+        )
+        if args.threshold is not None and not 0 < args.threshold < 1:
+            raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
+        if not 0 <= args.target_fpr < 1:
+            raise ValueError(f"--target-fpr must be in [0, 1), got {args.target_fpr}")
+        outcome = evaluate(
+            args.checkpoint,
+            list(args.real),
+            list(args.fake),
+            args.report,
+            settings,
+            err,
+            calibrate=args.calibrate,
+            target_fpr=args.target_fpr,
+            threshold=args.threshold,
+            show_bar=not args.quiet,
+        )
+    except (DffError, ValueError) as e:
+        print(f"dff eval: {e}", file=err)
+        return EXIT_USAGE
+    print(format_metrics(outcome.metrics), file=out)
+    print(f"report: {args.report / 'metrics.json'} (+ roc.png, reliability.png, worst/)", file=out)
+    return EXIT_OK
+
+
+def _models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.config import Settings
+    from pipeline.errors import DffError
+    from pipeline.train.card import format_models, list_models
+
+    try:
+        directory = Settings.from_env(models_dir=args.dir).resolved_models_dir
+    except DffError as e:
+        print(f"dff models: {e}", file=err)
+        return EXIT_USAGE
+    print(format_models(directory, list_models(directory)), file=out)
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import dataclasses
+
+    from bench.__main__ import config_from_args
+    from bench.suite import run_suite
+
+    def log(message: str) -> None:
+        print(message, file=out, flush=True)
+
+    run_suite(dataclasses.replace(config_from_args(args), log=log))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dff",
@@ -370,6 +487,104 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--strategy", choices=["per_person", "mean", "max_frame", "confident"])
     cs.add_argument("--threshold", type=float, help="P(fake) at or above which a score means FAKE")
     client.set_defaults(func=_client)
+    train = sub.add_parser(
+        "train",
+        help="train a checkpoint from folders of real (and fake) faces; --self-blend needs no fakes",
+        description="Train the one-logit InceptionResnetV1 on the faces MTCNN finds in folders of photos and "
+        "videos (cached after the first run), split by source file. --self-blend makes pseudo-fakes from the "
+        "real faces (Shiohara & Yamasaki, CVPR 2022), so a folder of real videos is enough. Saves OUT and "
+        "OUT.card.json after every epoch; --resume continues from OUT. Exit code 0 when done, 2 on bad input.",
+    )
+    train.add_argument(
+        "--real", type=Path, action="append", required=True, metavar="DIR", help="real photos/videos (repeatable)"
+    )
+    train.add_argument("--fake", type=Path, action="append", metavar="DIR", help="fake photos/videos (repeatable)")
+    train.add_argument("--self-blend", action="store_true", help="add a self-blended pseudo-fake of every real face")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pth); its card goes beside it")
+    train.add_argument(
+        "--init",
+        type=Path,
+        metavar="CKPT",
+        help="start from a checkpoint (seed format, ours, or a "
+        "facenet VGGFace2/CASIA backbone file); default: random weights",
+    )
+    train.add_argument("--resume", action="store_true", help="continue training OUT from its last epoch")
+    train.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    train.add_argument("--name", help="model name for the card (default: OUT's file name without suffix)")
+    train.add_argument("--epochs", type=int, help="epochs (default 10)")
+    train.add_argument("--batch-size", type=int, help="faces per step, blends included (default 16)")
+    train.add_argument("--lr", type=float, help="peak AdamW learning rate (default 3e-4)")
+    train.add_argument("--val-fraction", type=float, help="share of faces held out by source file (default 0.2)")
+    train.add_argument("--input-px", type=int, help="model input size (default: the init checkpoint's, 256 for new)")
+    train.add_argument("--trainable", choices=["all", "top", "head"], help="layers to train (default all)")
+    train.add_argument("--every-s", type=float, metavar="SECONDS", help="video sampling for training (default 0.5)")
+    train.add_argument("--max-frames", type=int, metavar="N", help="frames per video at most (default 60)")
+    train.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimiser steps")
+    train.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall time")
+    train.add_argument("--no-augment", action="store_true", help="no JPEG/blur/resize/colour/flip augmentation")
+    train.add_argument("--seed", type=int, help="random seed (default 0)")
+    train.add_argument("--cache", type=Path, metavar="DIR", help="face cache (default DATA_DIR/face_cache)")
+    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="measure a checkpoint on labelled folders: AUC, EER, calibration, plots, worst mistakes",
+        description="Run the service's own analysis over --real and --fake folders and report frame-level and "
+        "video-level (one row per aggregation strategy) AUC, EER, accuracy, TPR at 1% FPR, log-loss and ECE. "
+        "Writes REPORT/metrics.json, roc.png, reliability.png and worst/ (Grad-CAM overlays), and adds the "
+        "numbers to the checkpoint's model card. --calibrate fits temperature scaling and a threshold for "
+        "--target-fpr on this data and stores them in the card; the service then applies them.",
+    )
+    evaluate.add_argument("checkpoint", type=Path, help="checkpoint file (.pth)")
+    evaluate.add_argument(
+        "--real", type=Path, action="append", required=True, metavar="DIR", help="real media (repeatable)"
+    )
+    evaluate.add_argument(
+        "--fake", type=Path, action="append", required=True, metavar="DIR", help="fake media (repeatable)"
+    )
+    evaluate.add_argument("--report", type=Path, required=True, metavar="DIR", help="where to write the report")
+    evaluate.add_argument(
+        "--calibrate", action="store_true", help="fit temperature + threshold; store them in the card"
+    )
+    evaluate.add_argument(
+        "--target-fpr", type=float, default=0.01, help="FPR the calibrated threshold aims at (default 0.01)"
+    )
+    evaluate.add_argument("--threshold", type=float, help="P(fake) threshold for accuracy (default: card's, else 0.5)")
+    eg = evaluate.add_mutually_exclusive_group()
+    eg.add_argument("--every-s", type=float, metavar="SECONDS", help="video sampling: one frame every SECONDS")
+    eg.add_argument("--count", type=int, metavar="N", help="video sampling: N frames spread evenly")
+    evaluate.add_argument("--max-frames", type=int, metavar="N", help="at most N frames per video (default 300)")
+    evaluate.add_argument("--min-face-px", type=int, help="smallest face to detect (default 20 photos, 40 videos)")
+    evaluate.add_argument("--classify-batch", type=int, help="faces per classifier batch (default 32)")
+    evaluate.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    evaluate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=_eval)
+
+    models = sub.add_parser(
+        "models",
+        help="list the checkpoints the service can load, with their model cards",
+        description="List *.pth/*.pt in the models directory (newest first: the one the service loads by "
+        "default) with each model card's name, training data, metrics and calibration.",
+    )
+    models.add_argument("--dir", type=Path, help="models directory (default $DFF_MODELS_DIR or DATA_DIR/models)")
+    models.set_defaults(func=_models)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark: naive loop vs the pipeline, decode limit, first-frame latency, memory",
+        description="Generate a 720p30 clip with 3 moving faces (from examples/astronaut.jpg), run the naive "
+        "per-face loop and analyze() side by side on it (and on ../shared/media videos when present), print "
+        "frames/s, faces/s, ms per stage, peak RSS and the targets P1-P5, and write bench/results/<date>-<host>.json. "
+        "Uses a calibrated random checkpoint: no model needed.",
+    )
+    from bench.__main__ import add_arguments as _bench_arguments
+
+    _bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 

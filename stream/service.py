@@ -1,0 +1,327 @@
+"""The service behind the ASGI app: store, worker, the current model, and each job's program.
+
+The job program is where analysis events become protocol messages and where the pipeline's error tree
+becomes the protocol's ``error`` codes (``err.code``); no traceback ever reaches a client: unexpected
+exceptions are logged here and sent as ``internal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import logging
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Settings
+from pipeline.engine import Engine
+from pipeline.errors import ConfigError, DffError, ModelError, NoModel
+from pipeline.models import find_checkpoint
+from pipeline.overlay import overlay_jpeg
+from pipeline.run import analyze
+from pipeline.types import (
+    AnalysisStart,
+    FaceVerdict,
+    FrameRow,
+    FrameVerdict,
+    ModelInfo,
+    Report,
+    SampleMode,
+    SamplingPolicy,
+    Strategy,
+)
+from stream import protocol as p
+from stream.jobs import Job, JobTable
+from stream.store import Store
+from stream.worker import Worker
+
+log = logging.getLogger("dff.service")
+
+ACTIVE_MODEL_KEY = "active_model"
+NO_MODEL_MESSAGE = (
+    "this server has no model loaded; an operator can install one with PUT /v1/models/{name} and "
+    "POST /v1/models/{name}/activate, or restart it with a checkpoint"
+)
+_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\:]")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A ``start``'s options resolved against the server's Settings."""
+
+    policy: SamplingPolicy
+    strategy: Strategy
+    threshold: float
+    overlays: bool
+
+
+def resolve_options(options: p.Options, settings: Settings) -> JobRequest:
+    """Protocol options + Settings defaults -> JobRequest. Raises ConfigError for an invalid combination."""
+    try:
+        policy = SamplingPolicy(
+            SampleMode(options.sample_mode) if options.sample_mode else settings.sample_mode,
+            options.every_s if options.every_s is not None else settings.every_s,
+            options.count if options.count is not None else settings.sample_count,
+            options.max_frames if options.max_frames is not None else settings.max_frames,
+        )
+    except ValueError as err:
+        raise ConfigError(f"invalid sampling options: {err}") from None
+    return JobRequest(
+        policy=policy,
+        strategy=Strategy(options.strategy) if options.strategy else settings.strategy,
+        threshold=options.threshold if options.threshold is not None else settings.threshold,
+        overlays=options.overlays,
+    )
+
+
+def safe_file_name(name: str) -> str:
+    """The client's file name reduced to a harmless base name (no directories, no control characters)."""
+    base = _UNSAFE_NAME_CHARS.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    base = base[-200:]
+    return base if base not in ("", ".", "..") else "upload"
+
+
+def model_summary(info: ModelInfo) -> p.ModelSummary:
+    return p.ModelSummary(name=info.name, sha256=info.sha256, device=info.device, untrained=info.untrained)
+
+
+def _face(face: FaceVerdict, overlays: bool) -> p.Face:
+    b64 = None
+    if overlays and face.crop is not None:
+        b64 = base64.b64encode(overlay_jpeg(face.crop, face.heatmap)).decode("ascii")
+    return p.Face(
+        face_index=face.box.face_index,
+        xyxy=face.box.xyxy,
+        detector_prob=face.box.detector_prob,
+        fake_prob=face.fake_prob,
+        track_id=face.track_id,
+        overlay_jpeg_b64=b64,
+    )
+
+
+def frame_message(job_id: str, seq: int, verdict: FrameVerdict, overlays: bool) -> p.FrameResult:
+    """A FrameVerdict on the wire; overlays (base64 JPEG) only when asked, since they are compute."""
+    return p.FrameResult(
+        job_id=job_id,
+        seq=seq,
+        index=verdict.index,
+        time_s=verdict.time_s,
+        score=verdict.score,
+        faces=tuple(_face(f, overlays) for f in verdict.faces),
+    )
+
+
+def accepted_message(job_id: str, start: AnalysisStart, request: JobRequest) -> p.Accepted:
+    policy = start.policy
+    return p.Accepted(
+        job_id=job_id,
+        media=p.Media(**dataclasses.asdict(start.media)),
+        planned_frames=start.planned_frames,
+        policy=p.Policy(policy.mode.value, policy.every_s, policy.count, policy.max_frames),
+        strategy=request.strategy.value,
+        threshold=request.threshold,
+        overlays=request.overlays,
+        model=model_summary(start.model),
+    )
+
+
+class Service:
+    """Everything the routes share. ``start()``/``stop()`` run in the app's lifespan."""
+
+    def __init__(self, settings: Settings, *, allow_untrained: bool = False) -> None:
+        self.settings = settings
+        self.allow_untrained = allow_untrained
+        self.uploads_dir = settings.data_dir / "uploads"
+        self.status: p.ServerStatus = "no_model"
+        self.model: p.ModelSummary | None = None
+        self.jobs = JobTable()
+        self.model_lock = asyncio.Lock()
+        self._store: Store | None = None
+        self._worker: Worker | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the service is not started")
+        return self._store
+
+    @property
+    def worker(self) -> Worker:
+        if self._worker is None:
+            raise RuntimeError("the service is not started")
+        return self._worker
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.settings.max_upload_mb * 1024 * 1024)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store (marking jobs a dead process left as interrupted), load the model, start the worker."""
+        self._store = await asyncio.to_thread(Store, self.settings.data_dir)
+        recovered = await asyncio.to_thread(self.store.recover)
+        if recovered:
+            log.warning("%d job(s) from a previous run were marked interrupted", recovered)
+        if not self.settings.keep_uploads:  # files of a process that died mid-job: privacy first
+            await asyncio.to_thread(shutil.rmtree, self.uploads_dir, True)
+        engine = await asyncio.to_thread(self._open_startup_engine)
+        self._worker = Worker(
+            engine,
+            self.program,
+            max_jobs=self.settings.max_jobs,
+            max_queue=self.settings.max_queue,
+            on_dropped=self._dropped,
+            on_queued=self._queued,
+        )
+        self._set_model(engine)
+
+    def _open_startup_engine(self) -> Engine | None:
+        """Explicit checkpoint, else the model activated last time, else the newest file, else untrained
+        (only when allowed), else None: the server runs and answers ``no_model``."""
+        settings = self.settings
+        models_dir = settings.resolved_models_dir
+        try:
+            if settings.checkpoint is None:
+                active = self.store.get_meta(ACTIVE_MODEL_KEY)
+                path = models_dir / active if active and (models_dir / active).is_file() else None
+                settings = dataclasses.replace(settings, checkpoint=path or find_checkpoint(None, models_dir))
+            return Engine.open(settings)
+        except NoModel as err:
+            if self.allow_untrained:
+                log.warning("no checkpoint; scoring with RANDOM weights (--allow-untrained)")
+                return Engine.open(dataclasses.replace(self.settings, checkpoint=None), allow_untrained=True)
+            log.warning("starting without a model: %s", err)
+            return None
+        except ModelError as err:  # a broken file must not keep the server (and its model admin API) down
+            log.error("starting without a model: %s", err)
+            return None
+
+    def _set_model(self, engine: Engine | None) -> None:
+        self.model = None if engine is None else model_summary(engine.info)
+        if self.status != "shutting_down":
+            self.status = "ready" if engine is not None else "no_model"
+
+    async def drain(self, grace_s: float, abort: Callable[[], bool] = lambda: False) -> None:
+        """Graceful shutdown: take no new jobs, let running ones finish for up to ``grace_s``, then stop the
+        rest as ``interrupted`` (stored as such, clients told), and let clients receive their last message."""
+        self.status = "shutting_down"
+        if self._worker is None:
+            return
+        self.worker.stop_accepting()
+        deadline = time.monotonic() + grace_s
+        while not await asyncio.to_thread(self.worker.drain, 0.2):
+            if time.monotonic() >= deadline or abort():
+                cancelled = self.worker.cancel_all("interrupted")
+                log.warning("shutdown: %d job(s) interrupted after %.1f s", len(cancelled), grace_s)
+                await asyncio.to_thread(self.worker.drain, 5.0)
+                break
+        for _ in range(40):  # up to 2 s for the connections to send their final message and detach
+            if not any(job.watchers for job in self.jobs.all()):
+                break
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            await asyncio.to_thread(self.worker.close)
+        if self._store is not None:
+            await asyncio.to_thread(self.store.close)
+
+    # -- jobs ----------------------------------------------------------------------------------------------
+
+    def new_job(self, name: str, request: JobRequest, loop: asyncio.AbstractEventLoop) -> Job:
+        job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable, not a path
+        return Job(
+            job_id,
+            safe_file_name(name),
+            self.uploads_dir / job_id,
+            request,
+            loop,
+            keep_upload=self.settings.keep_uploads,
+        )
+
+    def program(self, job: Job, engine: Engine | None) -> Iterator[None]:
+        """Run one job on ``engine`` (worker thread): store and publish every event, one per step."""
+        request: JobRequest = job.request
+        store = self.store
+        reported = False  # once the report is stored, a late cancel must not overwrite "done"
+        try:
+            if engine is None:
+                raise NoModel(NO_MODEL_MESSAGE)
+            events = analyze(
+                job.path,
+                engine,
+                self.settings,
+                policy=request.policy,
+                strategy=request.strategy,
+                threshold=request.threshold,
+            )
+            with closing(events):
+                seq = 0
+                for event in events:
+                    if isinstance(event, AnalysisStart):
+                        store.start_job(job.id, event.media.sha256, event.model.name, event.model.sha256)
+                        job.publish(p.encode(accepted_message(job.id, event, request)))
+                        job.publish(p.encode(p.Progress(job.id, "analyzing", 0, event.planned_frames)))
+                    elif isinstance(event, FrameVerdict):
+                        store.add_frame(job.id, FrameRow.of(event))
+                        job.publish(p.encode(frame_message(job.id, seq, event, request.overlays)))
+                        seq += 1
+                    elif isinstance(event, Report):
+                        body = store.finish_job(job.id, event)  # committed before `done` goes out
+                        reported = True
+                        job.publish(p.encode(p.Done(job.id, body)), final=True)
+                    yield
+        except GeneratorExit:
+            if not reported:
+                self._end(job, job.cancel_reason or "cancelled")
+            raise
+        except DffError as err:
+            message = NO_MODEL_MESSAGE if isinstance(err, NoModel) else str(err)
+            self._fail(job, "failed", err.code, message)
+        except Exception:
+            log.exception("job %s failed with an unexpected error", job.id)
+            self._fail(job, "failed", "internal", f"internal server error (logged as job {job.id})")
+
+    def _end(self, job: Job, reason: str) -> None:
+        if reason == "interrupted":
+            self._fail(job, "interrupted", "interrupted", "the server is shutting down; frames so far are stored")
+        else:
+            self._fail(job, "cancelled", "cancelled", "every client disconnected, so the job was stopped")
+
+    def _fail(self, job: Job, status: str, code: str, message: str) -> None:
+        try:
+            self.store.end_job(job.id, status, code, message)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("job %s: could not store its end (%s)", job.id, status)
+        job.publish(p.encode(p.Error(code=code, message=message, job_id=job.id)), final=True)
+
+    def _dropped(self, job: Job, reason: str) -> None:
+        self._end(job, reason)
+
+    def _queued(self, job: Job, position: int) -> None:
+        job.publish(p.encode(p.Progress(job.id, "queued", 0, None, position)))
+
+    # -- models --------------------------------------------------------------------------------------------
+
+    def open_engine(self, path: Path) -> Engine:
+        """Load ``path`` into a new Engine (blocking; call in a thread). Raises the pipeline's ModelError."""
+        return Engine.open(dataclasses.replace(self.settings, checkpoint=path))
+
+    async def activate(self, name: str, path: Path) -> p.ModelSummary:
+        """Load and switch to ``path``; jobs already running finish on the engine they started with."""
+        async with self.model_lock:
+            engine = await asyncio.to_thread(self.open_engine, path)
+            self.worker.set_engine(engine)
+            await asyncio.to_thread(self.store.set_meta, ACTIVE_MODEL_KEY, name)
+            self._set_model(engine)
+            log.info("model %s is active (sha256 %s)", name, engine.info.sha256)
+            assert self.model is not None
+            return self.model

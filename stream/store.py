@@ -1,0 +1,271 @@
+"""Persistent jobs and reports: one SQLite file (stdlib ``sqlite3``, WAL) under the data directory.
+
+    jobs    one row per accepted upload: status, media facts, verdict, error, the report JSON when done
+    frames  one row per analysed frame (written as frames arrive, so an interrupted job keeps its part)
+    meta    small key/values (the active model's file name)
+
+Status goes ``queued -> running -> done | failed | cancelled | interrupted``; a server that starts and finds
+``queued``/``running`` rows (it crashed or was killed) marks them ``interrupted``: nothing is silently lost.
+A report is committed before the caller sends ``done``. Ids come from the caller (random, unguessable).
+One connection guarded by a lock: writes are a few per frame, and every reader is short.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from pipeline.report import report_to_dict
+from pipeline.types import FrameRow, Report
+
+DB_NAME = "dff.sqlite3"
+SCHEMA_VERSION = 1
+Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
+FINAL_STATUSES: tuple[Status, ...] = ("done", "failed", "cancelled", "interrupted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,   -- insertion order: paging newest first
+    id            TEXT NOT NULL UNIQUE,
+    status        TEXT NOT NULL,
+    created_s     REAL NOT NULL,                       -- unix time
+    finished_s    REAL,
+    name          TEXT NOT NULL,
+    size_bytes    INTEGER NOT NULL,
+    media_sha256  TEXT,
+    model_name    TEXT,
+    model_sha256  TEXT,
+    label         TEXT,
+    score         REAL,
+    n_frames      INTEGER NOT NULL DEFAULT 0,
+    error_code    TEXT,
+    error_message TEXT,
+    report_json   TEXT
+);
+CREATE TABLE IF NOT EXISTS frames (
+    job_id     TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx        INTEGER NOT NULL,                       -- frame index in the decoded stream
+    time_s     REAL NOT NULL,
+    score      REAL,                                   -- NULL = no face in the frame
+    faces_json TEXT NOT NULL,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as the report list shows it (no per-frame data, no report body). Times in unix seconds."""
+
+    id: str
+    status: Status
+    created_s: float
+    finished_s: float | None
+    name: str
+    size_bytes: int
+    media_sha256: str | None
+    model_name: str | None
+    model_sha256: str | None
+    label: str | None
+    score: float | None
+    n_frames: int
+    error_code: str | None
+    error_message: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "created_s": round(self.created_s, 3),
+            "finished_s": None if self.finished_s is None else round(self.finished_s, 3),
+            "name": self.name,
+            "size_bytes": self.size_bytes,
+            "media_sha256": self.media_sha256,
+            "model": None if self.model_name is None else {"name": self.model_name, "sha256": self.model_sha256},
+            "label": self.label,
+            "score": self.score,
+            "n_frames": self.n_frames,
+            "error": None if self.error_code is None else {"code": self.error_code, "message": self.error_message},
+        }
+
+
+_ROW_COLUMNS = (
+    "id, status, created_s, finished_s, name, size_bytes, media_sha256, model_name, model_sha256, "
+    "label, score, n_frames, error_code, error_message"
+)
+
+
+def _face_dict(face: Any) -> dict[str, Any]:
+    """Floats exact, as in the report JSON, so /frames and the report agree to the last digit."""
+    return {
+        "face_index": face.face_index,
+        "xyxy": [float(v) for v in face.xyxy],
+        "detector_prob": float(face.detector_prob),
+        "fake_prob": float(face.fake_prob),
+        "track_id": face.track_id,
+    }
+
+
+class Store:
+    """The SQLite store. A context manager; every method is thread-safe and commits before returning."""
+
+    def __init__(self, data_dir: Path) -> None:
+        """Open (creating) ``data_dir/dff.sqlite3``; WAL journal, foreign keys on."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / DB_NAME
+        self._lock = threading.Lock()
+        # check_same_thread=False: the worker thread writes, HTTP handler threads read; the lock serialises.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a process crash; only an OS crash can lose the last ones.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            self._db.close()
+            raise RuntimeError(f"{self.path} has schema version {version}; this program knows {SCHEMA_VERSION}")
+        self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- the job lifecycle (called by the worker thread) --------------------------------------------------
+
+    def recover(self) -> int:
+        """Mark jobs left ``queued``/``running`` by a previous process as ``interrupted``; how many."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status='interrupted', finished_s=?, error_code='interrupted', "
+                "error_message='the server stopped before this job finished' "
+                "WHERE status IN ('queued', 'running')",
+                (time.time(),),
+            )
+            return cur.rowcount
+
+    def add_job(self, job_id: str, name: str, size_bytes: int, created_s: float | None = None) -> None:
+        """A fully uploaded file waiting for the worker (status ``queued``)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO jobs (id, status, created_s, name, size_bytes) VALUES (?, 'queued', ?, ?, ?)",
+                (job_id, time.time() if created_s is None else created_s, name, size_bytes),
+            )
+
+    def start_job(self, job_id: str, media_sha256: str, model_name: str, model_sha256: str) -> None:
+        """The file opened as media and analysis began (status ``running``)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET status='running', media_sha256=?, model_name=?, model_sha256=? WHERE id=?",
+                (media_sha256, model_name, model_sha256, job_id),
+            )
+
+    def add_frame(self, job_id: str, row: FrameRow) -> None:
+        """One analysed frame, committed at once."""
+        faces = json.dumps([_face_dict(f) for f in row.faces], separators=(",", ":"))
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO frames (job_id, idx, time_s, score, faces_json) VALUES (?, ?, ?, ?, ?)",
+                (job_id, row.index, row.time_s, row.score, faces),
+            )
+            db.execute("UPDATE jobs SET n_frames = n_frames + 1 WHERE id=?", (job_id,))
+
+    def finish_job(self, job_id: str, report: Report) -> dict[str, Any]:
+        """Store the final report (status ``done``) and return it as the JSON dict that was stored."""
+        body = report_to_dict(report)
+        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET status='done', finished_s=?, label=?, score=?, n_frames=?, report_json=? WHERE id=?",
+                (time.time(), report.label.value, report.score, len(report.frames), text, job_id),
+            )
+        return body
+
+    def end_job(self, job_id: str, status: Status, code: str, message: str) -> None:
+        """A job that ended without a report: ``failed``, ``cancelled`` or ``interrupted``, with why."""
+        if status not in ("failed", "cancelled", "interrupted"):
+            raise ValueError(f"end_job is for jobs without a report, got status {status!r}")
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET status=?, finished_s=?, error_code=?, error_message=? WHERE id=?",
+                (status, time.time(), code, message, job_id),
+            )
+
+    # -- reading (HTTP routes) ------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobRow | None:
+        rows = self._read(f"SELECT {_ROW_COLUMNS} FROM jobs WHERE id=?", (job_id,))
+        return JobRow(**dict(rows[0])) if rows else None
+
+    def report(self, job_id: str) -> dict[str, Any] | None:
+        """The stored report JSON (schema ``dff.report/1``) of a ``done`` job, else None."""
+        rows = self._read("SELECT report_json FROM jobs WHERE id=? AND status='done'", (job_id,))
+        return json.loads(rows[0]["report_json"]) if rows else None
+
+    def frames(self, job_id: str) -> list[dict[str, Any]]:
+        """Every stored frame of a job in stream order: index, time_s, score (None = no face), faces."""
+        rows = self._read("SELECT idx, time_s, score, faces_json FROM frames WHERE job_id=? ORDER BY idx", (job_id,))
+        return [
+            {"index": r["idx"], "time_s": r["time_s"], "score": r["score"], "faces": json.loads(r["faces_json"])}
+            for r in rows
+        ]
+
+    def list_jobs(self, limit: int, before: int | None = None) -> tuple[list[JobRow], int | None]:
+        """Newest first, ``limit`` rows older than the ``before`` cursor; returns (rows, next cursor or None)."""
+        if before is None:
+            rows = self._read(f"SELECT seq, {_ROW_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?", (limit + 1,))
+        else:
+            rows = self._read(
+                f"SELECT seq, {_ROW_COLUMNS} FROM jobs WHERE seq < ? ORDER BY seq DESC LIMIT ?", (before, limit + 1)
+            )
+        page = rows[:limit]
+        cursor = page[-1]["seq"] if len(rows) > limit else None
+        return [JobRow(**{k: r[k] for k in r.keys() if k != "seq"}) for r in page], cursor
+
+    def delete(self, job_id: str) -> bool:
+        """Delete a job, its frames and report; False when there was no such job."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM jobs WHERE id=?", (job_id,)).rowcount > 0
+
+    # -- meta -----------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

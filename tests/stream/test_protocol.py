@@ -1,0 +1,207 @@
+"""The wire format: round trips, rejections (parameter tables), the checked-in schema, and that the
+protocol mirrors the pipeline's records without importing them."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import errors as pipeline_errors
+from pipeline.report import SCHEMA as REPORT_SCHEMA
+from pipeline.types import MediaInfo, SampleMode, SamplingPolicy, Strategy
+from stream import protocol as p
+
+JOB = "AbCdEfGh12345678_-xyzQ"
+MODEL = p.ModelSummary(name="seed.pth", sha256="ab" * 32, device="cpu", untrained=False)
+MEDIA = p.Media("clip.mp4", 1234, "cd" * 32, "mov,mp4", "h264", 640, 360, 30.0, 2.0, 0, False, 60)
+FACE = p.Face(0, (1.0, 2.0, 50.5, 60.0), 0.99, 0.75, 3, base64.b64encode(b"\xff\xd8jpeg").decode())
+
+MESSAGES = [
+    p.Start(name="clip.mp4", size_bytes=1234),
+    p.Start(name="a b/ç.mov", size_bytes=0, options=p.Options("count", None, 8, 100, "mean", 0.4, True)),
+    p.Attach(job_id=JOB),
+    p.Hello(server_version="0.1.0", status="ready", model=MODEL, max_upload_bytes=10, max_message_bytes=4),
+    p.Hello(server_version="0.1.0", status="no_model", model=None, max_upload_bytes=0, max_message_bytes=1),
+    p.Progress(JOB, "uploading", 0, None),
+    p.Progress(JOB, "queued", 0, None, 2),
+    p.Progress(JOB, "analyzing", 0, 60),
+    p.Accepted(JOB, MEDIA, 60, p.Policy("every_s", 1.0, 16, 300), "per_person", 0.5, True, MODEL),
+    p.Accepted(
+        JOB,
+        dataclasses.replace(MEDIA, fps=None, duration_s=None, frame_count=None),
+        None,
+        p.Policy("all", 1.0, 16, None),
+        "mean",
+        0.5,
+        False,
+        dataclasses.replace(MODEL, sha256="untrained"),
+    ),
+    p.FrameResult(JOB, 0, 30, 1.0, 0.75, (FACE, dataclasses.replace(FACE, face_index=1, overlay_jpeg_b64=None))),
+    p.FrameResult(JOB, 1, 60, 2.0, None, ()),
+    p.Done(JOB, {"schema": REPORT_SCHEMA, "label": "fake", "frames": [{"index": 0}]}),
+    p.Error(code="busy", message="try later"),
+    p.Error(code="unsupported_media", message="not a video", job_id=JOB),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: m.TYPE)
+def test_round_trip(message):
+    text = p.encode(message)
+    data = json.loads(text)
+    assert list(data)[:2] == ["type", "v"] and data["v"] == p.PROTOCOL_VERSION
+    assert p.decode(text) == message
+    assert p.decode(text.encode()) == message  # bytes work too
+
+
+def test_lists_become_tuples_and_ints_floats():
+    face = p.Face(0, [1, 2, 3, 4], 1, 0, 0)
+    assert face.xyxy == (1.0, 2.0, 3.0, 4.0) and isinstance(face.detector_prob, float)
+
+
+def test_omitted_optional_fields_take_defaults():
+    start = p.decode('{"type":"start","v":1,"name":"x.mp4","size_bytes":5}')
+    assert start == p.Start(name="x.mp4", size_bytes=5, options=p.Options())
+    assert p.decode('{"type":"error","v":1,"code":"busy","message":"m"}').job_id is None
+
+
+def _start(**options) -> str:
+    return json.dumps({"type": "start", "v": 1, "name": "x.mp4", "size_bytes": 5, "options": options})
+
+
+REJECTED = [
+    ("{", "bad_json"),
+    ("", "bad_json"),
+    (b"\xff\xfe", "bad_json"),
+    ('{"type":"start","v":1,"name":"x","size_bytes":NaN}', "bad_json"),
+    ("[1, 2]", "bad_message"),
+    ('"start"', "bad_message"),
+    ('{"type":"start","name":"x.mp4","size_bytes":5}', "bad_version"),
+    ('{"type":"start","v":2,"name":"x.mp4","size_bytes":5}', "bad_version"),
+    ('{"type":"start","v":"1","name":"x.mp4","size_bytes":5}', "bad_version"),
+    ('{"type":"start","v":true,"name":"x.mp4","size_bytes":5}', "bad_version"),
+    ('{"v":1,"name":"x.mp4"}', "unknown_type"),
+    ('{"type":"stop","v":1}', "unknown_type"),
+    ('{"type":7,"v":1}', "unknown_type"),
+    ('{"type":"start","v":1,"size_bytes":5}', "bad_message"),  # missing name
+    ('{"type":"start","v":1,"name":"x","size_bytes":5,"extra":1}', "bad_message"),
+    ('{"type":"start","v":1,"name":"","size_bytes":5}', "bad_message"),
+    ('{"type":"start","v":1,"name":"x","size_bytes":-1}', "bad_message"),
+    ('{"type":"start","v":1,"name":"x","size_bytes":1.5}', "bad_message"),
+    ('{"type":"start","v":1,"name":"x","size_bytes":true}', "bad_message"),
+    ('{"type":"start","v":1,"name":"x","size_bytes":"5"}', "bad_message"),
+    ('{"type":"start","v":1,"name":"x","size_bytes":5,"options":[]}', "bad_message"),
+    (_start(every_sec=1), "bad_message"),  # a typo is an error, not a silently ignored option
+    (_start(every_s=0), "bad_message"),
+    (_start(every_s=-1), "bad_message"),
+    (_start(count=0), "bad_message"),
+    (_start(max_frames=0), "bad_message"),
+    (_start(threshold=1.0), "bad_message"),
+    (_start(threshold=0), "bad_message"),
+    (_start(sample_mode="sometimes"), "bad_message"),
+    (_start(strategy="vote"), "bad_message"),
+    (_start(overlays="yes"), "bad_message"),
+    ('{"type":"attach","v":1,"job_id":"../../etc"}', "bad_message"),
+    ('{"type":"attach","v":1,"job_id":"short"}', "bad_message"),
+    ('{"type":"attach","v":1}', "bad_message"),
+]
+
+
+@pytest.mark.parametrize("text, code", REJECTED)
+def test_rejections(text, code):
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(text)
+    assert info.value.code == code
+    assert code in p.ERROR_CODES
+
+
+def test_allowed_restricts_direction():
+    hello = p.encode(MESSAGES[3])
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(hello, p.CLIENT_MESSAGES)
+    assert info.value.code == "unknown_type"
+
+
+def _server(kind: str, **fields) -> str:
+    return json.dumps({"type": kind, "v": 1, **fields})
+
+
+_FRAME = {"job_id": JOB, "seq": 0, "index": 0, "time_s": 0, "score": 0.5, "faces": [FACE.to_json()]}
+SERVER_REJECTED = [
+    _server("frame", **{**_FRAME, "faces": []}),  # a score without faces
+    _server("frame", **{**_FRAME, "score": None}),  # faces without a score
+    _server("frame", **{**_FRAME, "score": 1.5}),
+    _server("frame", **{**_FRAME, "faces": [{**FACE.to_json(), "xyxy": [1, 2, 3]}]}),
+    _server("frame", **{**_FRAME, "faces": [{**FACE.to_json(), "overlay_jpeg_b64": "not base64!"}]}),
+    _server("done", job_id=JOB, report={"schema": "other/9"}),
+    _server("error", code="Not A Code", message="m"),
+    _server("progress", job_id=JOB, stage="sleeping", frames_done=0, frames_planned=None),
+]
+
+
+@pytest.mark.parametrize("text", SERVER_REJECTED)
+def test_server_message_rejections(text):
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(text, p.SERVER_MESSAGES)
+    assert info.value.code == "bad_message"
+
+
+def test_construction_validates_like_decode():
+    with pytest.raises(p.ProtocolError, match="fake_prob"):
+        p.Face(0, (1, 2, 3, 4), 0.9, 1.5, 0)
+    with pytest.raises(p.ProtocolError, match="score must be null"):
+        p.FrameResult(JOB, 0, 0, 0.0, None, (FACE,))
+
+
+def test_face_overlay_bytes():
+    assert FACE.overlay_jpeg() == b"\xff\xd8jpeg"
+    assert dataclasses.replace(FACE, overlay_jpeg_b64=None).overlay_jpeg() is None
+
+
+def test_checked_in_schema_is_current():
+    assert p.SCHEMA_PATH.read_text() == p.schema_text(), "run: python -m stream.protocol"
+
+
+def test_schema_lists_every_message_and_closed_objects():
+    schema = p.json_schema()
+    refs = {one["$ref"].rsplit("/", 1)[1] for one in schema["oneOf"]}
+    assert refs == {m.__name__ for m in p.CLIENT_MESSAGES + p.SERVER_MESSAGES}
+    for name, definition in schema["$defs"].items():
+        assert definition["additionalProperties"] is False, name
+    assert schema["$defs"]["Start"]["required"] == ["type", "v", "name", "size_bytes"]
+
+
+def test_schema_validates_encoded_messages():
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(p.json_schema())
+    for message in MESSAGES:
+        validator.validate(json.loads(p.encode(message)))
+
+
+def test_protocol_mirrors_the_pipeline():
+    """The protocol copies these so the web client needs no pipeline import; they must not drift."""
+    assert [f.name for f in dataclasses.fields(p.Media)] == [f.name for f in dataclasses.fields(MediaInfo)]
+    assert [f.name for f in dataclasses.fields(p.Policy)] == [f.name for f in dataclasses.fields(SamplingPolicy)]
+    assert set(p.SampleModeName.__args__) == {m.value for m in SampleMode}
+    assert set(p.StrategyName.__args__) == {s.value for s in Strategy}
+    assert p.REPORT_SCHEMA == REPORT_SCHEMA
+    codes = {
+        cls.code
+        for cls in vars(pipeline_errors).values()
+        if isinstance(cls, type) and issubclass(cls, pipeline_errors.DffError) and cls is not pipeline_errors.DffError
+    }
+    assert codes <= set(p.ERROR_CODES)
+
+
+def test_client_side_imports_no_torch_and_no_pipeline():
+    code = (
+        "import sys, stream.protocol, ui.client; "
+        "bad = [m for m in sys.modules if m == 'torch' or m == 'pipeline' or m.startswith(('torch.', 'pipeline.'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
