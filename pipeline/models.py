@@ -7,11 +7,19 @@ The classifier is facenet-pytorch's ``InceptionResnetV1(classify=True, num_class
   ours add ``"preprocess": {PreprocessProfile fields}`` (plain types, so ``weights_only`` reads it);
 - a bare state dict (``{"conv2d_1a.conv.weight": tensor, ...}``);
 - either of the above with ``module.``-prefixed keys (saved from ``DataParallel``).
+
+A model card ``<checkpoint>.card.json`` beside the file (written by ``dff train``/``dff eval``) is read when
+its ``sha256`` matches the file: its name, one-line metrics summary and calibration go into ``ModelInfo``,
+and its temperature is folded into the logit layer, so every consumer of ``fake_prob`` gets calibrated
+probabilities without knowing about cards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +43,25 @@ SEED_PROFILE = PreprocessProfile(
     mean=None,
     std=None,
 )
+# facenet-pytorch's own recipe (fixed_image_standardization): for a VGGFace2/CASIA backbone file.
+FACENET_PROFILE = PreprocessProfile(
+    name="facenet-160",
+    crop_px=160,
+    margin_px=0,
+    input_px=160,
+    resize="bilinear",
+    scale=1 / 255,
+    mean=(0.5, 0.5, 0.5),
+    std=(128 / 255, 128 / 255, 128 / 255),
+)
 SEED_CHECKPOINT_NAME = "resnetinceptionv1_epoch_32.pth"
+CARD_SUFFIX = ".card.json"
+CARD_SCHEMA = "dff.card/1"
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
 _STATE_KEYS = ("model_state_dict", "state_dict")
 _SHOW = 5  # how many offending keys an error message lists
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -199,12 +222,78 @@ def _profile_of(obj: Any, name: str) -> PreprocessProfile:
     return profile
 
 
-def load_model(path: Path | None, device: torch.device, *, allow_untrained: bool = False) -> LoadedModel:
+def card_path(checkpoint: Path) -> Path:
+    """Where a checkpoint's model card lives: ``<checkpoint>.card.json`` beside it."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + CARD_SUFFIX)
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What the service takes from a model card. ``threshold`` is a P(fake) in (0, 1) or None."""
+
+    name: str
+    summary: str | None
+    temperature: float
+    threshold: float | None
+
+
+def read_card_facts(checkpoint: Path, sha256: str) -> CardFacts | None:
+    """The card beside ``checkpoint`` when it describes these weights (same ``sha256``), else None.
+
+    A card that is missing, unreadable or stale (written for other weights) is ignored, with a warning for
+    the last two: a wrong temperature would silently distort every probability.
+    """
+    path = card_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
+            raise ValueError(f"not a {CARD_SCHEMA} card")
+        if card.get("sha256") != sha256:
+            log.warning("%s describes other weights (sha256 differs); ignoring it", path.name)
+            return None
+        calibration = card.get("calibration") or {}
+        temperature = float(calibration.get("temperature", 1.0))
+        threshold = calibration.get("threshold")
+        threshold = None if threshold is None else float(threshold)
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        summary = card.get("summary")
+        return CardFacts(
+            name=str(card.get("name") or checkpoint.name),
+            summary=str(summary) if summary else None,
+            temperature=temperature,
+            threshold=threshold,
+        )
+    except (OSError, ValueError, TypeError) as err:
+        log.warning("ignoring unreadable model card %s: %s", path.name, err)
+        return None
+
+
+def _fold_temperature(model: torch.nn.Module, temperature: float) -> None:
+    """Divide the logit layer by ``temperature``: logit' = logit / T. Grad-CAM maps are normalised per
+    image, so they do not change; embeddings come before this layer and do not change either."""
+    layer = model.logits  # type: ignore[union-attr]
+    with torch.no_grad():
+        layer.weight.div_(temperature)
+        if layer.bias is not None:
+            layer.bias.div_(temperature)
+
+
+def load_model(
+    path: Path | None, device: torch.device, *, allow_untrained: bool = False, apply_card: bool = True
+) -> LoadedModel:
     """Load a checkpoint onto ``device`` in eval mode.
 
     ``path=None`` gives random weights (seeded, ``info.untrained=True``) only with ``allow_untrained``;
     otherwise NoModel. A missing file is NoModel (there is no model to load); a file that exists but
     cannot be used (not torch, truncated, pickled objects, wrong layout or shapes) is CheckpointError.
+    ``apply_card``: read the model card beside the file (name, metrics, calibrated temperature folded into
+    the logit); False gives the raw weights (``dff eval`` fits calibration on raw logits).
     """
     if path is None:
         if not allow_untrained:
@@ -223,8 +312,59 @@ def load_model(path: Path | None, device: torch.device, *, allow_untrained: bool
     model = build_model()
     _check_fits(model, sd, path.name)
     model.load_state_dict(sd, strict=True)
-    info = ModelInfo(path.name, file_sha256(path), profile, str(device), untrained=False)
+    sha256 = file_sha256(path)
+    info = ModelInfo(path.name, sha256, profile, str(device), untrained=False)
+    facts = read_card_facts(path, sha256) if apply_card else None
+    if facts is not None:
+        if facts.temperature != 1.0:
+            _fold_temperature(model, facts.temperature)
+        info = dataclasses.replace(
+            info,
+            card_name=facts.name,
+            card_summary=facts.summary,
+            temperature=facts.temperature,
+            calibrated_threshold=facts.threshold,
+        )
     return LoadedModel(model.to(device).eval(), info)
+
+
+def read_training_state(path: Path) -> dict[str, Any]:
+    """Every top-level entry of a dict checkpoint (``model_state_dict``, ``preprocess``, ``epoch``,
+    ``optimizer_state_dict``, ...), read with ``weights_only``; for resuming training."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NoModel(f"checkpoint {path} does not exist")
+    obj = _read(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path.name}: expected a dict checkpoint, found a {type(obj).__name__}")
+    return obj
+
+
+def load_for_training(path: Path) -> tuple[InceptionResnetV1, PreprocessProfile]:
+    """Weights to start training from, on CPU in train mode, with the profile they expect.
+
+    Accepts what ``load_model`` accepts, plus a facenet-pytorch backbone file (e.g. the VGGFace2 state
+    dict, whose ``logits`` layer has thousands of identity classes): every layer but ``logits`` is
+    loaded, ``logits`` starts fresh, and the profile is facenet's (``FACENET_PROFILE``).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NoModel(f"checkpoint {path} does not exist")
+    obj = _read(path)
+    sd = _state_dict_of(obj, path.name)
+    model = build_model()
+    expected = model.state_dict()
+    head = [k for k in expected if k.startswith("logits.")]
+    if any(k not in sd or sd[k].shape != expected[k].shape for k in head):
+        # an identity classifier (or none): keep the backbone, start a fresh one-logit head
+        sd = {k: v for k, v in sd.items() if not k.startswith("logits.")}
+        sd.update({k: expected[k] for k in head})
+        profile = _profile_of(obj, path.name) if "preprocess" in obj else FACENET_PROFILE
+    else:
+        profile = _profile_of(obj, path.name)
+    _check_fits(model, sd, path.name)
+    model.load_state_dict(sd, strict=True)
+    return model.train(), profile
 
 
 def save_checkpoint(

@@ -91,7 +91,18 @@ def report_from_dict(data: dict[str, Any]) -> Report:
                 "std": tuple(prof["std"]) if prof["std"] else None,
             }
         )
-        model = ModelInfo(m["name"], m["sha256"], profile, m["device"], m["untrained"])
+        model = ModelInfo(
+            m["name"],
+            m["sha256"],
+            profile,
+            m["device"],
+            m["untrained"],
+            # card fields are optional: reports written before model cards existed lack them
+            card_name=m.get("card_name"),
+            card_summary=m.get("card_summary"),
+            temperature=m.get("temperature", 1.0),
+            calibrated_threshold=m.get("calibrated_threshold"),
+        )
         frames = tuple(
             FrameRow(
                 f["index"],

@@ -294,6 +294,11 @@ class ModelInfo:
     profile: PreprocessProfile
     device: str
     untrained: bool  # True when scoring with random weights (tests/demos only)
+    # From the model card beside the checkpoint (``<checkpoint>.card.json``), when one describes these weights:
+    card_name: str | None = None
+    card_summary: str | None = None  # one line: headline metrics and the data they were measured on
+    temperature: float = 1.0  # calibration folded into the logit: fake_prob = sigmoid(logit / temperature)
+    calibrated_threshold: float | None = None  # P(fake) operating point the card recommends (target FPR)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,3 +84,26 @@ def test_csv_has_one_row_per_face(report):
     assert [r["frame_index"] for r in rows] == ["0", "0", "60"]
     assert float(rows[1]["fake_prob"]) == pytest.approx(0.2)
     assert rows[2]["track_id"] == "0"
+
+
+def test_round_trip_keeps_model_card_fields(report):
+    import dataclasses
+
+    model = dataclasses.replace(
+        report.model,
+        card_name="sbi-demo",
+        card_summary="frame AUC 0.612 on ffpp (40 frames)",
+        temperature=1.7,
+        calibrated_threshold=0.83,
+    )
+    carded = dataclasses.replace(report, model=model)
+    assert report_from_dict(json.loads(report_to_json(carded))) == carded
+
+
+def test_reports_from_before_model_cards_still_load(report):
+    data = report_to_dict(report)
+    for key in ("card_name", "card_summary", "temperature", "calibrated_threshold"):
+        del data["model"][key]
+    loaded = report_from_dict(data)
+    assert loaded == report
+    assert (loaded.model.card_name, loaded.model.temperature, loaded.model.calibrated_threshold) == (None, 1.0, None)
