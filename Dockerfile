@@ -36,4 +36,4 @@ RUN python3 -m venv /venv && \
 ENV PATH=/venv/bin:$PATH
 VOLUME /data
 EXPOSE 7860
-CMD ["dff", "scan", "examples/astronaut.jpg", "--allow-untrained"]
+CMD ["dff", "serve"]

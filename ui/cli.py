@@ -174,9 +174,26 @@ def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def mount_web_ui(app, settings) -> str | None:  # app: starlette.applications.Starlette, settings: Settings
     """Mount the web UI on the stream app (same port as the websocket and HTTP APIs); returns its path.
 
-    The Gradio UI (issue 4) is not built yet, so nothing is mounted and this returns None.
+    This is where the Gradio UI is mounted: ``ui/app.py`` builds a ``gradio.Blocks`` that is a websocket
+    client of ``/v1/analyze`` (through ui/client.py), and this function calls
+    ``gradio.mount_gradio_app(app, blocks, path="/")``. The stream routes are registered first, so they
+    keep precedence over a UI mounted at "/".
+    The page learns the server's option defaults, upload cap and auth rule from ``settings``; the example
+    clip is generated into the data directory on the first start.
     """
-    return None
+    import gradio as gr
+
+    from stream.auth import is_loopback
+    from ui.app import RecordAddress, ServerAddress, UiConfig, build_blocks, mount_options
+    from ui.examples import example_files
+
+    cfg = UiConfig.from_settings(
+        settings, host_is_loopback=is_loopback(settings.host), examples=example_files(settings.data_dir)
+    )
+    address = ServerAddress()  # the page dials its own server; the middleware learns where that is
+    app.add_middleware(RecordAddress, address=address)
+    gr.mount_gradio_app(app, build_blocks(cfg, address), path="/", **mount_options(cfg))
+    return "/"
 
 
 def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

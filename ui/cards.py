@@ -1,0 +1,197 @@
+"""Small HTML snippets for the page: banners, status line, error box, verdict card, person cards.
+
+Pure string functions (every value from outside is escaped). Classes are styled in ``ui/theme.py``;
+the browser test finds states by the ``dff-*`` classes and ``data-*`` attributes written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+
+from ui.timeline import Estimate, PersonSummary, Verdict, label_for
+
+# What each error code means for the person at the page, and what to do next.
+ERROR_HINTS: dict[str, tuple[str, str]] = {
+    "unsupported_media": (
+        "Unsupported file",
+        "Upload a photo (JPEG, PNG, WebP, BMP, GIF) or a video (MP4, MOV, WebM, MKV, AVI).",
+    ),
+    "bad_media": ("This file is not usable media", "Upload a photo or a video file."),
+    "empty_file": ("The file is empty", "It has zero bytes; pick another file."),
+    "decode_error": ("The file could not be decoded", "It may be damaged or truncated; try another copy."),
+    "too_large": ("File too large", "This server has an upload limit (below); shorten or compress the video."),
+    "busy": ("The server is busy", "Every analysis slot is taken; try again in a minute."),
+    "no_model": ("No model installed", "An operator must install one in the Models tab before files can be analysed."),
+    "shutting_down": ("The server is shutting down", "Try again once it is back."),
+    "interrupted": ("The analysis was interrupted", "The server stopped before it finished; frames so far are kept."),
+    "cancelled": ("The analysis was cancelled", "Every viewer left the job."),
+    "timeout": ("The upload stalled", "Nothing arrived for a minute; check the connection and retry."),
+    "unauthorized": ("Access token needed", "This server requires its access token: enter it at the top of the page."),
+    "forbidden": ("Not allowed", "The server refused this request."),
+    "connect": ("Cannot reach the analysis service", "The server may be restarting; reload the page in a moment."),
+    "connection_lost": ("The connection to the analysis service broke", "Try again."),
+    "bad_config": ("Invalid options", "Check the options panel."),
+    "model_error": ("The model failed on this file", "See the server log; try another file."),
+    "bad_checkpoint": ("The model file cannot be used", "Install a valid checkpoint in the Models tab."),
+    "internal": ("Something went wrong on the server", "The details are in the server log."),
+}
+
+
+def _human_size(n_bytes: int) -> str:
+    size = float(n_bytes)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n_bytes} bytes"
+
+
+def human_size(n_bytes: int) -> str:
+    """``12.3 MB``"""
+    return _human_size(n_bytes)
+
+
+def error_box(code: str, message: str, *, max_upload_bytes: int | None = None, title: str | None = None) -> str:
+    """A red box: what happened (by code, or ``title``), the server's own words, and what to do next."""
+    known_title, hint = ERROR_HINTS.get(code, ("The analysis failed", "Try again, or try another file."))
+    title = title or known_title
+    if code == "too_large" and max_upload_bytes:
+        hint = f"This server accepts files up to {_human_size(max_upload_bytes)}; shorten or compress it."
+    detail = f'<div class="dff-err-detail">{escape(message)}</div>' if message else ""
+    return (
+        f'<div class="dff-error" role="alert" data-code="{escape(code)}"><div class="dff-err-title">'
+        f"{escape(title)}</div><div>{escape(hint)}</div>{detail}</div>"
+    )
+
+
+def info_box(text: str, kind: str = "info") -> str:
+    """A neutral (``info``), positive (``ok``) or warning (``warn``) one-liner."""
+    return f'<div class="dff-note dff-note-{escape(kind)}">{escape(text)}</div>'
+
+
+def empty_state() -> str:
+    """What the results area says before the first file."""
+    return (
+        '<div class="dff-empty"><div class="dff-empty-title">Drop a photo or a video on the left, or pick an '
+        "example.</div><ul><li><b>Video</b>: a timeline of P(fake) per person fills in frame by frame while "
+        "the file is analysed, with each frame's faces and heatmaps; the verdict follows at the end.</li>"
+        "<li><b>Photo</b>: every face is boxed with its probability and heatmap.</li>"
+        "<li>Sampling, strategy and threshold are under <b>Options</b>; past reports are in <b>History</b>."
+        "</li></ul></div>"
+    )
+
+
+def no_model_banner() -> str:
+    """The plain banner on top of the page when the server has no model."""
+    return (
+        '<div class="dff-banner dff-banner-nomodel" data-status="no_model" role="alert"><b>No model installed.</b> '
+        "This server cannot give verdicts yet. Open the <b>Models</b> tab to upload a checkpoint (.pth) and "
+        "activate it.</div>"
+    )
+
+
+def ready_marker(status: str) -> str:
+    """An empty banner that still records the server's status (the page has loaded)."""
+    return f'<div class="dff-banner-slot" data-status="{escape(status)}"></div>'
+
+
+def untrained_banner(model_name: str) -> str:
+    """Loud warning that scores come from random weights."""
+    return (
+        '<div class="dff-banner dff-banner-untrained" data-status="untrained" role="alert"><b>UNTRAINED MODEL</b> — '
+        f"{escape(model_name)} has random weights: its scores mean nothing. For demos and tests only.</div>"
+    )
+
+
+def status_html(stage: str, detail: str = "", fraction: float | None = None, estimate: Estimate | None = None) -> str:
+    """The live status: stage, progress line and bar, and the running estimate."""
+    bar = ""
+    if fraction is not None:
+        bar = f'<div class="dff-bar"><div class="dff-bar-fill" style="width:{100 * fraction:.1f}%"></div></div>'
+    running = ""
+    if estimate is not None and estimate.score is not None and estimate.track_id is not None:
+        running = (
+            f'<div class="dff-running">Running estimate: <span class="dff-badge dff-{estimate.label}">'
+            f"{estimate.label.replace('_', ' ').upper()}</span> — Person {estimate.track_id + 1} averages "
+            f"P(fake) {estimate.score:.2f} so far (the final verdict comes when all frames are in)</div>"
+        )
+    return (
+        f'<div class="dff-status" data-stage="{escape(stage)}"><span class="dff-stage">{escape(stage)}</span>'
+        f'<span class="dff-progress">{escape(detail)}</span>{bar}{running}</div>'
+    )
+
+
+def verdict_card(v: Verdict, band: float) -> str:
+    """REAL / FAKE / INCONCLUSIVE / NO FACE with score, strategy and what the numbers mean."""
+    score = "—" if v.score is None else f"{v.score:.2f}"
+    warn = ""
+    if v.untrained:
+        warn += (
+            '<div class="dff-untrained" role="alert">UNTRAINED MODEL — random weights: this verdict means '
+            "nothing.</div>"
+        )
+    if v.incomplete:
+        warn += f'<div class="dff-incomplete">Incomplete: {escape(v.incomplete)} (verdict from the frames read)</div>'
+    if v.label == "no_face":
+        meaning = "The detector found no face in the sampled frames, so there is nothing to judge."
+    else:
+        meaning = (
+            f"The score is the model's estimated probability that the faces are manipulated, P(fake). "
+            f"At or above {v.threshold:.2f} means FAKE, below means REAL; within ±{band:.2f} of the threshold "
+            "the verdict is INCONCLUSIVE. Detectors make mistakes, especially on unfamiliar generators, "
+            "heavy compression and low resolution: treat this as evidence to weigh, not a finding."
+        )
+    facts = " · ".join(escape(f) for f in v.facts)
+    return (
+        f'<div class="dff-verdict dff-v-{v.label}" data-label="{v.label}">{warn}'
+        f'<div class="dff-v-head"><span class="dff-v-title">{escape(v.title)}</span>'
+        f'<span class="dff-v-score">score {score} <small>threshold {v.threshold:.2f}</small></span></div>'
+        f'<div class="dff-v-file">{escape(v.file_name)} <span class="dff-v-facts">{facts}</span></div>'
+        f"<p>{escape(meaning)}</p>"
+        f"<p><b>Strategy</b> — {escape(v.strategy_text)}.</p>"
+        "<p><b>Heatmaps</b> (Grad-CAM) show where the model looked when it scored a face — warm colours "
+        "mattered most. They are not proof of manipulation, and a heatmap on a real face is normal.</p>"
+        f'<div class="dff-v-model">Model: {escape(v.model)}</div></div>'
+    )
+
+
+def people_cards(
+    people: Sequence[PersonSummary], thumbs: Mapping[int, str], threshold: float, band: float, *, is_image: bool = False
+) -> str:
+    """A card per person: thumbnail (Grad-CAM overlay as a data URI), colour, verdict, score, when seen.
+
+    ``thumbs``: track id -> base64 JPEG; a person without one gets their colour as a placeholder.
+    """
+    if not people:
+        return ""
+    cards = []
+    for person in people:
+        b64 = thumbs.get(person.track_id)
+        thumb = (
+            f'<img class="dff-thumb" alt="{escape(person.name)}" src="data:image/jpeg;base64,{b64}"/>'
+            if b64
+            else f'<div class="dff-thumb dff-thumb-none" style="background:{person.color}">{person.track_id + 1}</div>'
+        )
+        label = person.label
+        score = "—" if person.score is None else f"{person.score:.2f}"
+        if is_image:
+            seen = ""
+        elif person.first_s == person.last_s:
+            seen = f", seen at {person.first_s:.1f} s"
+        else:
+            seen = f", seen {person.first_s:.1f}–{person.last_s:.1f} s"
+        hint = ""
+        if label == "inconclusive" and label_for(person.score, threshold, band) == "fake":
+            hint = '<div class="dff-p-hint">fake-looking, but too few frames agree</div>'
+        cards.append(
+            f'<div class="dff-person" data-track="{person.track_id}">{thumb}<div>'
+            f'<div class="dff-p-name"><span class="lg-swatch" style="background:{person.color}"></span>'
+            f"{escape(person.name)}</div>"
+            f'<span class="dff-badge dff-{label}">{escape(label.replace("_", " ").upper())}</span> '
+            f'<span class="dff-p-score">P(fake) {score}</span>'
+            f'<div class="dff-p-meta">{person.n_faces} face{"" if person.n_faces == 1 else "s"}{seen}</div>'
+            f"{hint}</div></div>"
+        )
+    grid = "".join(cards)
+    return f'<div class="dff-people"><div class="dff-h">Per person</div><div class="dff-p-grid">{grid}</div></div>'

@@ -1,0 +1,148 @@
+"""One analysis as the page follows it: the per-tab ``Session``, the ``start`` options from the Options
+panel, overlay images for galleries, report downloads, and batching of messages into page updates."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import re
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from stream import protocol as p
+from ui import timeline as tl
+from ui.client import HttpApi
+
+MIN_UPDATE_S = 0.25  # at most ~4 page updates a second while frames stream in; the rest are coalesced
+
+
+@dataclass
+class Session:
+    """One browser tab's analysis (a ``gr.State``): the frames so far with their overlays, and the report."""
+
+    job_id: str | None = None
+    name: str = ""
+    frames: list[p.FrameResult] = field(default_factory=list)
+    media: p.Media | None = None
+    planned: int | None = None
+    threshold: float = 0.5
+    report: dict[str, Any] | None = None
+    photo_path: str | None = None
+    selected_seq: int | None = None
+    started_s: float = 0.0
+
+    @property
+    def is_image(self) -> bool:
+        return self.media.is_image if self.media is not None else bool(self.report and self.report["media"]["is_image"])
+
+
+def _image(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB")
+
+
+def face_gallery(frame: p.FrameResult | None) -> list[tuple[Image.Image, str]]:
+    """The frame's Grad-CAM overlays with captions (faces without an overlay are left out)."""
+    if frame is None:
+        return []
+    faces = sorted(frame.faces, key=lambda f: f.track_id)
+    return [(_image(f.overlay_jpeg_b64), tl.face_caption(f, short=True)) for f in faces if f.overlay_jpeg_b64]
+
+
+def gallery_label(frame: p.FrameResult | None, live: bool) -> str:
+    if frame is None:
+        return "Faces"
+    head = f"Faces in frame {frame.index} at {frame.time_s:.2f} s"
+    if not frame.faces:
+        return head + ": no face"
+    return head + (" (latest)" if live else " — click the timeline to pick another frame")
+
+
+def build_options(
+    mode: str, every_s: float | None, count: float | None, max_frames: float | None, strategy: str, threshold: float
+) -> p.Options:
+    """The ``start`` options from the Options panel (overlays always on: the page shows them)."""
+    return p.Options(
+        sample_mode=mode,  # type: ignore[arg-type]
+        every_s=float(every_s) if mode == "every_s" and every_s else None,
+        count=int(count) if mode == "count" and count else None,
+        max_frames=int(max_frames) if max_frames else None,
+        strategy=strategy,  # type: ignore[arg-type]
+        threshold=float(threshold),
+        overlays=True,
+    )
+
+
+_DOWNLOADS = tempfile.TemporaryDirectory(prefix="dff-ui-")  # removed at interpreter exit
+
+
+async def download_files(api: HttpApi, session: Session) -> tuple[str | None, str | None]:
+    """The report as JSON and CSV files from the HTTP API, for the download buttons."""
+    if session.job_id is None:
+        return None, None
+    folder = Path(_DOWNLOADS.name) / session.job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(session.name or "report").stem)[:80] or "report"
+    report = await api.report(session.job_id)
+    json_path = folder / f"{stem}.report.json"
+    json_path.write_text(json.dumps(report, indent=2))
+    csv_path = folder / f"{stem}.faces.csv"
+    csv_path.write_text(await api.report_csv(session.job_id))
+    return str(json_path), str(csv_path)
+
+
+async def coalesced(messages: AsyncIterator[p.Message]) -> AsyncIterator[list[p.Message]]:
+    """Batches of the messages that arrived together, at most one batch per ``MIN_UPDATE_S`` while frames
+    stream (the page re-renders per batch, not per message); the final message ends its batch at once."""
+    queue: asyncio.Queue[p.Message | BaseException | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for message in messages:
+                await queue.put(message)
+        except Exception as err:  # handed to the consumer, which raises it in the handler
+            await queue.put(err)
+        finally:
+            await queue.put(None)
+
+    task = asyncio.create_task(pump())
+    last = 0.0
+    try:
+        while True:
+            batch: list[p.Message] = []
+            item = await queue.get()
+            while True:
+                if item is None:
+                    if batch:
+                        yield batch
+                    return
+                if isinstance(item, BaseException):
+                    if batch:
+                        yield batch
+                    raise item
+                batch.append(item)
+                if isinstance(item, (p.Done, p.Error)):
+                    break
+                wait_s = MIN_UPDATE_S - (time.monotonic() - last)
+                if queue.empty() and (wait_s <= 0 or not isinstance(item, p.FrameResult)):
+                    break
+                try:
+                    item = (
+                        await asyncio.wait_for(queue.get(), max(wait_s, 0.0)) if queue.empty() else queue.get_nowait()
+                    )
+                except asyncio.TimeoutError:
+                    break
+            last = time.monotonic()
+            yield batch
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
