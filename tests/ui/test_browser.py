@@ -97,6 +97,9 @@ def test_video_streams_a_live_timeline_then_the_verdict(page, ui_server, files, 
     every = page.locator("#dff-every-s input")
     every.fill(str(EVERY_S))
     every.press("Tab")
+    # Gradio commits a Number's value to its store on blur, asynchronously: under CPU load an upload
+    # fired at once can still carry the old value.
+    page.wait_for_timeout(700)
     upload(page, files["clip"])
 
     # poll the DOM while the video is analysed: points must appear before the verdict does
@@ -261,6 +264,9 @@ def test_stop_cancels_the_analysis_on_the_server(page, ui_server, files):
     every = page.locator("#dff-every-s input")
     every.fill("0.2")  # 20 frames: long enough to stop half-way
     every.press("Tab")
+    # Gradio commits a Number's value to its store on blur, asynchronously: under CPU load an upload
+    # fired at once can still carry the old value.
+    page.wait_for_timeout(700)
     upload(page, files["clip"])
     page.wait_for_selector("#dff-timeline circle.pt")
     page.click("#dff-stop")
