@@ -34,7 +34,10 @@ def preprocess(crops: Sequence[np.ndarray], profile: PreprocessProfile, device: 
     then (x - mean) / std when the profile has them.
     """
     batch = torch.from_numpy(np.stack([np.asarray(c, dtype=np.uint8) for c in crops]))
-    x = batch.to(device).permute(0, 3, 1, 2).float()
+    if device.type != "cpu" and torch.cuda.is_available():
+        # page-locked uint8 (4x smaller than float): the copy runs asynchronously, ordered on the stream
+        batch = batch.pin_memory()
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(profile.input_px, profile.input_px), mode=profile.resize, align_corners=False)
     x = x * profile.scale
     if profile.mean is not None:

@@ -426,6 +426,19 @@ def _models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import dataclasses
+
+    from bench.__main__ import config_from_args
+    from bench.suite import run_suite
+
+    def log(message: str) -> None:
+        print(message, file=out, flush=True)
+
+    run_suite(dataclasses.replace(config_from_args(args), log=log))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dff",
@@ -577,6 +590,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--dir", type=Path, help="models directory (default $DFF_MODELS_DIR or DATA_DIR/models)")
     models.set_defaults(func=_models)
 
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark: naive loop vs the pipeline, decode limit, first-frame latency, memory",
+        description="Generate a 720p30 clip with 3 moving faces (from examples/astronaut.jpg), run the naive "
+        "per-face loop and analyze() side by side on it (and on ../shared/media videos when present), print "
+        "frames/s, faces/s, ms per stage, peak RSS and the targets P1-P5, and write bench/results/<date>-<host>.json. "
+        "Uses a calibrated random checkpoint: no model needed.",
+    )
+    from bench.__main__ import add_arguments as _bench_arguments
+
+    _bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 

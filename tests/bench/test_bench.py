@@ -1,0 +1,177 @@
+"""Smoke test of the benchmark: the quick bench runs end to end on a tiny clip. Asserts shapes, never speed."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pipeline.run as run_module
+from bench.__main__ import main
+from bench.config import CLIP_QUICK, BenchConfig
+from bench.media import make_clip, scene_frames
+from bench.report import Row, Target, format_table, summarise
+from bench.suite import run_suite
+from pipeline.batching import prefetch, score_with_fast_start
+from pipeline.config import Settings
+from pipeline.detect import FaceDetector
+from pipeline.engine import Engine
+from pipeline.errors import DecodeError
+from pipeline.run import analyze
+from pipeline.types import AnalysisStart, CroppedFrame, FaceBox, FaceScore, Frame, FrameVerdict, Report, SampleMode
+
+
+def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
+    lines: list[str] = []
+    cfg = BenchConfig.for_quick(
+        cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", naive_frames=1, all_frames=3, log=lines.append
+    )
+    payload = run_suite(cfg)
+    written = json.loads(Path(payload["path"]).read_text())
+    assert written["quick"] is True
+    assert [t["id"] for t in written["targets"]] == ["P1", "P2", "P3", "P4", "P5"]
+    for target in written["targets"]:
+        assert target["value"] is not None and target["value"] > 0, target
+        assert target["passed"] in (True, False)
+    runs = {(s["input"], s["run"]) for s in written["summary"]}
+    clip = f"{cfg.clip.name}.mp4"
+    for run in ("naive", "pipeline all frames", "pipeline 1/s", "decode + RGB"):
+        assert (clip, run) in runs
+    naive = next(s for s in written["summary"] if s["run"] == "naive")
+    assert naive["frames"] == 1 and naive["faces"] == cfg.clip.n_faces
+    pipeline = next(s for s in written["summary"] if s["run"] == "pipeline all frames")
+    assert pipeline["frames"] == 3 and pipeline["faces"] == 3 * cfg.clip.n_faces
+    text = "\n".join(lines)
+    assert "P1" in text and "frames/s" in text
+
+
+def test_cli_help_is_instant(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "--quick" in capsys.readouterr().out
+
+
+def test_table_and_targets_are_pure() -> None:
+    rows = [Row("clip", "naive", r, 10, 30, 10.0 + r, {"detect": 2.0}) for r in range(3)]
+    (summary,) = summarise(rows)
+    assert summary["fps"] == pytest.approx(10 / 11) and summary["detect_ms"] == pytest.approx(200.0)
+    assert "naive" in format_table(rows)
+    assert Target("P3", "latency", 1.0, False, (0.5, 2.0, 0.9)).passed is True
+    assert Target("P1", "ratio", 5.0, True, ()).passed is None
+
+
+# -- the pipeline helpers this benchmark's optimisations added (they belong in tests/pipeline) -------------
+
+
+def _cropped(index: int, n_faces: int) -> CroppedFrame:
+    boxes = tuple(FaceBox(index, i, (10.0 * i, 0.0, 10.0 * i + 8, 8.0), 0.99) for i in range(n_faces))
+    return CroppedFrame(index, index / 10, boxes, tuple(np.zeros((4, 4, 3), np.uint8) for _ in boxes))
+
+
+def _fake_score(sizes: list[int]):
+    def score(crops, boxes):
+        sizes.append(len(crops))
+        z = np.zeros((2, 2), np.float32)
+        return [FaceScore(box=b, fake_prob=0.5, heatmap=z, embedding=z[0]) for b in boxes]
+
+    return score
+
+
+@pytest.mark.parametrize(
+    ("faces_per_frame", "batch", "pending", "sizes"),
+    [
+        ([3, 3, 3, 3, 3], 32, 4, [3, 12]),  # first face frame alone, then the latency rule as before
+        ([0, 0, 2, 2, 2], 4, 10, [2, 4]),  # zero-face frames before it pass through
+        ([5, 1], 2, 10, [2, 2, 1, 1]),  # a big first frame still respects classify_batch
+        ([0, 0], 4, 4, []),
+        ([], 4, 4, []),
+    ],
+)
+def test_fast_start_scores_the_first_face_frame_alone(faces_per_frame, batch, pending, sizes) -> None:
+    got: list[int] = []
+    frames = [_cropped(i, n) for i, n in enumerate(faces_per_frame)]
+    out = list(score_with_fast_start(frames, _fake_score(got), classify_batch=batch, max_pending_frames=pending))
+    assert got == sizes
+    assert [f.index for f in out] == list(range(len(faces_per_frame)))
+    assert [len(f.scores) for f in out] == faces_per_frame
+
+
+def test_fast_start_yields_the_first_verdict_before_reading_on() -> None:
+    pulled: list[int] = []
+
+    def source():
+        for i in range(6):
+            pulled.append(i)
+            yield _cropped(i, 3)
+
+    gen = score_with_fast_start(source(), _fake_score([]), classify_batch=32, max_pending_frames=4)
+    assert next(gen).index == 0 and pulled == [0]
+
+
+def test_prefetch_keeps_order_and_reraises_after_the_good_items() -> None:
+    assert list(prefetch(iter(range(50)), 3)) == list(range(50))
+
+    def breaks():
+        yield 1
+        yield 2
+        raise DecodeError("cut at 0.2 s")
+
+    got = []
+    with pytest.raises(DecodeError, match="cut at"):
+        for item in prefetch(breaks(), 1):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_prefetch_close_stops_and_closes_the_source_in_its_thread() -> None:
+    events: list[str] = []
+
+    def source():
+        try:
+            yield from range(1000)
+        finally:
+            events.append(f"closed in {threading.current_thread().name}")
+
+    gen = prefetch(source(), 2)
+    assert next(gen) == 0
+    gen.close()  # returns only once the producer thread has closed the source
+    assert events == ["closed in dff-prefetch"]
+    assert not any(t.name == "dff-prefetch" for t in threading.enumerate())
+
+
+def test_channels_last_pools_give_identical_detections() -> None:
+    scene = next(scene_frames(CLIP_QUICK))
+    fast = FaceDetector(torch.device("cpu"))
+    plain = FaceDetector(torch.device("cpu"))
+    for net in (plain._mtcnn.pnet, plain._mtcnn.rnet, plain._mtcnn.onet):
+        for name, child in list(net.named_children()):
+            if hasattr(child, "pool"):
+                setattr(net, name, child.pool)
+    for min_px, max_side in ((40, 640), (20, 4096)):
+        a = fast.detect([Frame(0, 0.0, scene)], min_px, max_side)[0]
+        b = plain.detect([Frame(0, 0.0, scene)], min_px, max_side)[0]
+        assert len(a) == len(b) == CLIP_QUICK.n_faces
+        for x, y in zip(a, b, strict=True):
+            assert x.xyxy == y.xyxy and x.detector_prob == y.detector_prob
+            assert np.array_equal(x.landmarks, y.landmarks)
+
+
+def test_overlapped_stages_give_the_same_report_and_close_cleanly(tmp_path: Path, monkeypatch) -> None:
+    """The accelerator path (decode+detect in a prefetch thread), forced on CPU: same verdicts, clean close."""
+    clip = make_clip(CLIP_QUICK, tmp_path)
+    settings = Settings(data_dir=tmp_path, device="cpu", sample_mode=SampleMode.ALL, max_frames=6)
+    with Engine.open(settings, allow_untrained=True) as engine:
+        serial = [e for e in analyze(clip, engine, settings) if isinstance(e, Report)][0]
+        monkeypatch.setattr(run_module, "_overlap_stages", lambda _engine: True)
+        overlapped = [e for e in analyze(clip, engine, settings) if isinstance(e, Report)][0]
+        events = analyze(clip, engine, settings)
+        assert isinstance(next(events), AnalysisStart) and isinstance(next(events), FrameVerdict)
+        events.close()  # mid-stream: the prefetch thread must stop before the container closes
+    assert not any(t.name == "dff-prefetch" for t in threading.enumerate())
+    assert [r.faces for r in overlapped.frames] == [r.faces for r in serial.frames]
+    assert overlapped.score == serial.score and len(serial.frames) == 6
