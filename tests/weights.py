@@ -8,25 +8,7 @@ import torch.nn.functional as F
 from facenet_pytorch import MTCNN
 from PIL import Image
 
-from pipeline.models import build_model
-
-
-def calibrated_model() -> torch.nn.Module:
-    """Random weights whose BatchNorm statistics come from a batch of noise.
-
-    Plain random init gives almost the same logit for every input, which would make parity and
-    batch tests pass vacuously; with calibrated BN statistics the output depends on the face.
-    """
-    torch.manual_seed(0)
-    model = build_model()
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = None  # cumulative average: one batch sets the statistics
-            module.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(8, 3, 96, 96))
-    return model.eval()
+from bench.weights import calibrated_model  # noqa: F401  (one definition, shared with the benchmark)
 
 
 def seed_recipe(model: torch.nn.Module, image: np.ndarray) -> float:
