@@ -25,9 +25,10 @@ call). No face is dropped or scored twice. Input is pulled lazily, one frame at 
 0. Start-up flush: the first frame that has faces is scored on its own the moment it arrives, so the first
    verdict does not wait for ``max_pending_frames`` frames to be decoded and detected. Every later frame
    follows rules 1-5 (as a fresh :func:`score_in_batches`). Measured by ``bench`` (P3, 720p, 3 faces, 1
-   frame per second): the first FrameVerdict came 1.75 s after ``analyze()`` was called with rules 1-5
-   alone (4 frames = 3 s of video decoded and detected, then 12 faces) and ~0.4 s with rule 0 (1 frame,
-   3 faces); throughput is unchanged (one batch of 3 instead of 12, once per video).
+   frame per second, warm engine, median of 3): the first FrameVerdict came 1.75 s after ``analyze()`` was
+   called with rules 1-5 alone (4 frames = 3 s of video decoded and detected, then 12 faces) and 0.23-0.31
+   s with rule 0 (1 frame, 3 faces; ~0.5 s in a fresh process); throughput is unchanged (one batch of 3
+   instead of 12, once per video).
 """
 
 from __future__ import annotations
