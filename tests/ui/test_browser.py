@@ -96,8 +96,8 @@ def test_video_streams_a_live_timeline_then_the_verdict(page, ui_server, files, 
     page.click("#dff-options")  # the collapsed Options panel
     every = page.locator("#dff-every-s input")
     every.fill(str(EVERY_S))
-    every.dispatch("input")
-    every.dispatch("change")
+    every.dispatch_event("input")
+    every.dispatch_event("change")
     every.press("Tab")
     # Gradio commits a Number's value to its store on blur, asynchronously: under CPU load an upload
     # fired at once can still carry the old value.
@@ -265,8 +265,8 @@ def test_stop_cancels_the_analysis_on_the_server(page, ui_server, files):
     page.click("#dff-options")
     every = page.locator("#dff-every-s input")
     every.fill("0.2")  # 20 frames: long enough to stop half-way
-    every.dispatch("input")
-    every.dispatch("change")
+    every.dispatch_event("input")
+    every.dispatch_event("change")
     every.press("Tab")
     # Gradio commits a Number's value to its store on blur, asynchronously: under CPU load an upload
     # fired at once can still carry the old value.
