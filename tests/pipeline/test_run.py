@@ -48,6 +48,31 @@ def _events(path, engine, settings, **kw):
     return list(analyze(path, engine, settings, **kw))
 
 
+class _WrappedReader:
+    """Stands in for the sampler's MediaReader, passing its frames through ``through(frames)``."""
+
+    def __init__(self, reader, through):
+        self._reader = reader
+        self._through = through
+        self.info = reader.info
+        self.planned_frames = reader.planned_frames
+
+    def frames(self):
+        return self._through(self._reader.frames())
+
+    def __enter__(self):
+        self._reader.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._reader.__exit__(*exc)
+
+
+def _wrap_sampler(monkeypatch, through) -> None:
+    real_open = run_module.open_media
+    monkeypatch.setattr(run_module, "open_media", lambda *a, **k: _WrappedReader(real_open(*a, **k), through))
+
+
 def test_video_event_order_faces_and_tracks(clip, engine, settings):
     events = _events(clip, engine, settings)
     assert isinstance(events[0], AnalysisStart)
@@ -87,27 +112,12 @@ def test_report_is_deterministic(clip, engine, settings):
 def test_frames_stream_before_decoding_ends(clip, engine, settings, monkeypatch):
     """The first verdict must come out while the sampler still has frames to give."""
     decoded: list[int] = []
-    real_open = run_module.open_media
+    def record(frames):
+        for frame in frames:
+            decoded.append(frame.index)
+            yield frame
 
-    class Spy:
-        def __init__(self, reader):
-            self._reader = reader
-            self.info = reader.info
-            self.planned_frames = reader.planned_frames
-
-        def frames(self):
-            for frame in self._reader.frames():
-                decoded.append(frame.index)
-                yield frame
-
-        def __enter__(self):
-            self._reader.__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            return self._reader.__exit__(*exc)
-
-    monkeypatch.setattr(run_module, "open_media", lambda *a, **k: Spy(real_open(*a, **k)))
+    _wrap_sampler(monkeypatch, record)
     seen_at_first_verdict = None
     for event in analyze(clip, engine, settings):
         if isinstance(event, FrameVerdict) and seen_at_first_verdict is None:
@@ -148,28 +158,13 @@ def test_no_face_photo_is_no_face_not_half(tmp_path, engine, settings):
 
 
 def test_decode_error_mid_stream_keeps_frames_already_decoded(clip, engine, settings, monkeypatch):
-    real_open = run_module.open_media
+    def breaks(frames):
+        for n, frame in enumerate(frames):
+            if n == 4:
+                raise DecodeError("corrupt packet at 0.8 s", frames_decoded=4, last_time_s=0.6)
+            yield frame
 
-    class Breaks:
-        def __init__(self, reader):
-            self._reader = reader
-            self.info = reader.info
-            self.planned_frames = reader.planned_frames
-
-        def frames(self):
-            for n, frame in enumerate(self._reader.frames()):
-                if n == 4:
-                    raise DecodeError("corrupt packet at 0.8 s", frames_decoded=4, last_time_s=0.6)
-                yield frame
-
-        def __enter__(self):
-            self._reader.__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            return self._reader.__exit__(*exc)
-
-    monkeypatch.setattr(run_module, "open_media", lambda *a, **k: Breaks(real_open(*a, **k)))
+    _wrap_sampler(monkeypatch, breaks)
     report = _events(clip, engine, settings)[-1]
     assert len(report.frames) == 4
     assert report.n_faces == 12
