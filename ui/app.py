@@ -27,6 +27,7 @@ from ui import cards
 from ui import timeline as tl
 from ui.address import RecordAddress, ServerAddress
 from ui.config import UiConfig
+from ui.live import options_summary
 from ui.tab_admin import AdminTabs
 from ui.tab_analyze import AnalyzeTab
 from ui.theme import CSS, theme
@@ -114,6 +115,11 @@ class Page(AnalyzeTab, AdminTabs):
                     self.examples = gr.Examples(
                         [[str(path)] for path in cfg.examples], inputs=[self.upload], label="Or try an example"
                     )
+                self.options_note = gr.HTML(
+                    options_summary(cfg.sample_mode, cfg.every_s, cfg.sample_count, cfg.max_frames, cfg.strategy,
+                                    cfg.threshold),
+                    elem_id="dff-options-summary",
+                )  # fmt: skip
                 with gr.Accordion("Options", open=False, elem_id="dff-options"):
                     self.mode = gr.Radio(
                         MODE_CHOICES, value=cfg.sample_mode, label="Which frames to analyse", elem_id="dff-mode"
@@ -236,6 +242,9 @@ class Page(AnalyzeTab, AdminTabs):
             self.people_html, self.dl_json, self.dl_csv,
         ]  # fmt: skip
         common = {"concurrency_limit": None, "show_progress": "hidden"}
+        options_in = analysis_in[1:-1]
+        for option in options_in:
+            option.change(options_summary, options_in, [self.options_note], queue=False, show_progress="hidden")
         # a file the person drops (not every value change: Gradio reports one upload as several changes)
         runs = [
             self.upload.upload(self.analyze, analysis_in, analysis_out, **common),

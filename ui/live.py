@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import html
 import io
 import json
 import re
@@ -78,6 +79,27 @@ def build_options(
         strategy=strategy,  # type: ignore[arg-type]
         threshold=float(threshold),
         overlays=True,
+    )
+
+
+def options_summary(
+    mode: str, every_s: float | None, count: float | None, max_frames: float | None, strategy: str, threshold: float
+) -> str:
+    """One line under the collapsed Options panel saying what the next analysis will use (HTML)."""
+    try:
+        o = build_options(mode, every_s, count, max_frames, strategy, threshold)
+    except p.ProtocolError as err:  # shown before the upload, not as a failed analysis after it
+        return f'<div class="dff-small dff-error" data-invalid="1">Options: {html.escape(str(err))}</div>'
+    sampling = {
+        "every_s": f"one frame every {o.every_s:g} s" if o.every_s else "one frame every N s (server default)",
+        "count": f"{o.count} frames spread evenly" if o.count else "N frames (server default)",
+        "keyframes": "keyframes only",
+        "all": "every frame",
+    }.get(o.sample_mode, o.sample_mode)
+    cap = f", at most {o.max_frames}" if o.max_frames else ""
+    return (
+        f'<div class="dff-small" data-every-s="{o.every_s or ""}" data-mode="{o.sample_mode}">'
+        f"Next analysis: {sampling}{cap} · {o.strategy.replace('_', ' ')} · FAKE at P ≥ {o.threshold:.2f}</div>"
     )
 
 

@@ -47,6 +47,14 @@ def test_build_options_refuses_an_impossible_threshold():
         live.build_options("every_s", 1.0, 16, 300, "per_person", 1.0)
 
 
+def test_options_summary_says_what_the_next_analysis_uses():
+    line = live.options_summary("every_s", 0.4, 16, 300, "per_person", 0.5)
+    assert 'data-every-s="0.4"' in line and "one frame every 0.4 s, at most 300" in line and "P ≥ 0.50" in line
+    assert "12 frames spread evenly" in live.options_summary("count", 0.4, 12, None, "mean", 0.6)
+    bad = live.options_summary("every_s", -1.0, 16, 300, "per_person", 0.5)
+    assert 'data-invalid="1"' in bad and "every_s" in bad
+
+
 @pytest.mark.parametrize(
     ("server", "base"),
     [

@@ -96,12 +96,11 @@ def test_video_streams_a_live_timeline_then_the_verdict(page, ui_server, files, 
     page.click("#dff-options")  # the collapsed Options panel
     every = page.locator("#dff-every-s input")
     every.fill(str(EVERY_S))
-    every.dispatch_event("input")
-    every.dispatch_event("change")
     every.press("Tab")
-    # Gradio commits a Number's value to its store on blur, asynchronously: under CPU load an upload
-    # fired at once can still carry the old value.
-    page.wait_for_timeout(700)
+    # Gradio commits a Number's value on blur, asynchronously; the summary line is redrawn by the server from
+    # the committed values, so once it shows the new value an upload carries it too (no sleep, no race).
+    page.wait_for_selector(f"#dff-options-summary [data-every-s='{EVERY_S:g}']", timeout=30_000)
+    assert f"every {EVERY_S:g} s" in page.inner_text("#dff-options-summary")
     upload(page, files["clip"])
 
     # poll the DOM while the video is analysed: points must appear before the verdict does
