@@ -16,14 +16,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="tiny clip, few frames, one round: under a minute")
     media = p.add_mutually_exclusive_group()
     media.add_argument(
-        "--media", type=Path, metavar="DIR",
+        "--media",
+        type=Path,
+        metavar="DIR",
         help=f"also measure every video in DIR (default without --quick: {DEFAULT_MEDIA}, skipped when absent)",
     )
     media.add_argument("--no-media", action="store_true", help="only the generated clip")
     p.add_argument("--out", type=Path, metavar="DIR", help=f"write <date>-<host>.json here (default {RESULTS_DIR})")
     p.add_argument("--no-write", action="store_true", help="print only, write no JSON")
-    p.add_argument("--cache", type=Path, metavar="DIR",
-                   help="generated clips and the bench checkpoint (default $XDG_DATA_HOME/dff/bench-cache)")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="generated clips and the bench checkpoint (default $XDG_DATA_HOME/dff/bench-cache)",
+    )
     p.add_argument("--repeats", type=int, metavar="N", help="rounds on the generated clip (default 3; quick 1)")
     p.add_argument("--naive-frames", type=int, metavar="N", help="frames per naive run (default 10; quick 2)")
     p.add_argument("--all-frames", type=int, metavar="N", help="frames per every-frame pipeline run (default 90)")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+DEFAULT_LABELLED = DEFAULT_MEDIA.parent / "labelled"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -53,6 +54,7 @@ class BenchConfig:
     quick: bool = False
     clip: ClipSpec = CLIP_720P
     media_dir: Path | None = DEFAULT_MEDIA
+    labelled_dir: Path | None = DEFAULT_LABELLED  # frames for the precision check (bench/precision.py)
     out_dir: Path | None = RESULTS_DIR
     cache_dir: Path | None = None  # None = <Settings.data_dir>/bench-cache
     repeats: int = 3
@@ -69,10 +71,17 @@ class BenchConfig:
     def for_quick(cls, **overrides: Any) -> BenchConfig:
         """A tiny clip and few frames: the whole bench in well under a minute on 2 CPU cores."""
         values: dict[str, Any] = dict(
-            quick=True, clip=CLIP_QUICK, media_dir=None, repeats=1, naive_frames=1, all_frames=6,
-            rss_repeats=1, short_repeats=3, long_repeats=9, classifier_s=0.5,
+            quick=True,
+            clip=CLIP_QUICK,
+            media_dir=None,
+            labelled_dir=None,
+            repeats=1,
+            naive_frames=1,
+            all_frames=6,
+            rss_repeats=1,
+            short_repeats=3,
+            long_repeats=9,
+            classifier_s=0.5,
         )
         values.update(overrides)
         return cls(**values)
-
-

@@ -144,6 +144,8 @@ class PipelineResult:
     video_s: float = 0.0  # media duration: the seconds of video the run went through
     faces_per_frame: list[int] = field(default_factory=list)
     fake_probs: list[float] = field(default_factory=list)
+    label: str = ""  # the verdict (Report.label)
+    score: float | None = None  # the verdict's score
 
     @property
     def fps(self) -> float:
@@ -183,6 +185,7 @@ def run_pipeline(path: Path, engine: Engine, settings: Settings) -> PipelineResu
     assert report is not None, "analyze() always ends with a Report"
     t = report.timings
     result.seconds = {"decode": t.decode_s, "detect": t.detect_s, "classify": t.classify_s}
+    result.label, result.score = report.label.value, report.score
     result.video_s = report.media.duration_s or (report.frames[-1].time_s if report.frames else 0.0)
     return result
 

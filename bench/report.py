@@ -126,8 +126,18 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def format_table(rows: Sequence[Row]) -> str:
     """The printed table: per-frame stage times in ms, rates per wall second, medians over repeats."""
-    head = ("input", "run", "n", "frames", "faces", "frames/s", "faces/s", *[f"{s} ms/f" for s in STAGES],
-            "peak RSS MiB", "cores")
+    head = (
+        "input",
+        "run",
+        "n",
+        "frames",
+        "faces",
+        "frames/s",
+        "faces/s",
+        *[f"{s} ms/f" for s in STAGES],
+        "peak RSS MiB",
+        "cores",
+    )
     lines = [head]
     for s in summarise(rows):
         lines.append(
@@ -161,8 +171,10 @@ def format_targets(targets: Sequence[Target]) -> str:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t.passed]
         op = ">=" if t.higher_is_better else "<="
         samples = ", ".join(f"{s:.3g}" for s in t.samples)
-        lines.append(f"{t.id}  {_fmt(t.value, 2):>7}{t.unit}  (target {op} {t.bound:g}{t.unit})  {verdict:4}  "
-                     f"{t.what}  [{samples}]" + (f"  {t.note}" if t.note else ""))
+        lines.append(
+            f"{t.id}  {_fmt(t.value, 2):>7}{t.unit}  (target {op} {t.bound:g}{t.unit})  {verdict:4}  "
+            f"{t.what}  [{samples}]" + (f"  {t.note}" if t.note else "")
+        )
     return "\n".join(lines)
 
 

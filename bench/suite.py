@@ -36,6 +36,7 @@ from bench.measure import (
 )
 from bench.media import loop_clip, make_clip, shared_videos
 from bench.naive import NaiveLoop, NaiveResult
+from bench.precision import Agreement, agreement, describe, labelled_images, summary
 from bench.report import Row, Target, format_table, format_targets, median, summarise, write_json
 from bench.weights import calibrated_checkpoint
 from pipeline.config import Settings
@@ -65,14 +66,32 @@ def _decode_rows(name: str, rep: int, dec: DecodeResult) -> list[Row]:
 
 
 def _naive_row(name: str, rep: int, res: NaiveResult, cores: float, peak: float) -> Row:
-    return Row(name, "naive", rep, res.frames, res.faces, res.wall_s, dict(res.seconds), peak, cores,
-               {"mean_fake_prob": median(res.fake_probs)})
+    return Row(
+        name,
+        "naive",
+        rep,
+        res.frames,
+        res.faces,
+        res.wall_s,
+        dict(res.seconds),
+        peak,
+        cores,
+        {"mean_fake_prob": median(res.fake_probs)},
+    )
 
 
 def _pipeline_row(name: str, run: str, rep: int, res: PipelineResult, cores: float, peak: float, s: Settings) -> Row:
     sizes = batch_sizes(res.faces_per_frame, s)
     return Row(
-        name, run, rep, res.frames, res.faces, res.wall_s, dict(res.seconds), peak, cores,
+        name,
+        run,
+        rep,
+        res.frames,
+        res.faces,
+        res.wall_s,
+        dict(res.seconds),
+        peak,
+        cores,
         {
             "first_verdict_s": res.first_verdict_s,
             "video_s": res.video_s,
@@ -85,7 +104,15 @@ def _pipeline_row(name: str, run: str, rep: int, res: PipelineResult, cores: flo
 
 def _child_row(name: str, rep: int, res: ChildResult) -> Row:
     return Row(
-        name, "pipeline 1/s, fresh process", rep, res.frames, res.faces, res.wall_s, {}, res.peak_rss_mib, None,
+        name,
+        "pipeline 1/s, fresh process",
+        rep,
+        res.frames,
+        res.faces,
+        res.wall_s,
+        {},
+        res.peak_rss_mib,
+        None,
         {
             "first_verdict_s_cold": res.first_verdict_s,
             "video_s": res.video_s,
@@ -105,7 +132,7 @@ def _p2_note(p2_cpu: list[tuple[float, float]]) -> str:
     return f"got {cores:.2f} of {os.cpu_count()} cores; {per_cpu_s:.2f} video s per process CPU-second"
 
 
-def _machine(device: torch.device) -> dict[str, Any]:
+def _machine(device: torch.device, engine_precision: str) -> dict[str, Any]:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -121,6 +148,7 @@ def _machine(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "device": str(device),
+        "precision": engine_precision,
         "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
 
@@ -139,6 +167,10 @@ def run_suite(cfg: BenchConfig) -> dict[str, Any]:
     s_1s = mode_settings(settings, SampleMode.EVERY_S, every_s=1.0)
     engine = Engine.open(settings)
     device = torch.device(engine.info.device)
+    # the same model in fp32 beside the service's precision: speed and verdicts compared on the same inputs
+    ref = Engine.open(dataclasses.replace(settings, precision="fp32")) if engine.info.precision != "fp32" else None
+    agreements: list[Agreement] = []
+    p2_fp32: list[float] = []
     naive = NaiveLoop(ckpt, device, min_face_px=20, prob_floor=settings.detect_prob_floor)
     log(f"bench: setup {time.perf_counter() - t_setup:.1f} s (cache {cache}, device {device})")
     notes: list[str] = []
@@ -170,12 +202,30 @@ def run_suite(cfg: BenchConfig) -> dict[str, Any]:
             rows.append(_pipeline_row(name, "pipeline 1/s", rep, p1s, cores, peak, s_1s))
             if cores > 0:
                 p2_cpu.append((p1s.realtime / cores, cores))
+            if ref is not None:
+                p1r, _, cores, peak = _timed(lambda: run_pipeline(clip, ref, s_1s))
+                rows.append(_pipeline_row(name, "pipeline 1/s, fp32", rep, p1r, cores, peak, s_1s))
+                p2_fp32.append(p1r.realtime)
+                if rep == 0:
+                    agreements.append(agreement(name, p1r, p1s))
             sizes = batch_sizes(pall.faces_per_frame, s_all)
             # the batch size that scored the most faces in the every-frame run
             batch = max(Counter(sizes).items(), key=lambda kv: kv[0] * kv[1])[0] if sizes else settings.classify_batch
             clf, _, cores, peak = _timed(lambda b=batch: classifier_only(engine, crops, b, cfg.classifier_s))
-            rows.append(Row(name, f"classifier only, batch {batch}", rep, 0, clf.faces, clf.wall_s,
-                            {"classify": clf.wall_s}, peak, cores, {"batch": batch}))
+            rows.append(
+                Row(
+                    name,
+                    f"classifier only, batch {batch}",
+                    rep,
+                    0,
+                    clf.faces,
+                    clf.wall_s,
+                    {"classify": clf.wall_s},
+                    peak,
+                    cores,
+                    {"batch": batch},
+                )
+            )
             if nres.fps > 0:
                 samples["P1"].append(pall.fps / nres.fps)
             samples["P2"].append(p1s.realtime)
@@ -194,13 +244,32 @@ def run_suite(cfg: BenchConfig) -> dict[str, Any]:
                 rows.append(_pipeline_row(video.name, "pipeline all frames", 0, pall, cores, peak, s_all))
                 p1s, _, cores, peak = _timed(lambda v=video: run_pipeline(v, engine, s_1s))
                 rows.append(_pipeline_row(video.name, "pipeline 1/s", 0, p1s, cores, peak, s_1s))
+                if ref is not None:
+                    p1r, _, cores, peak = _timed(lambda v=video: run_pipeline(v, ref, s_1s))
+                    rows.append(_pipeline_row(video.name, "pipeline 1/s, fp32", 0, p1r, cores, peak, s_1s))
+                    agreements.append(agreement(video.name, p1r, p1s))
             except Exception as err:  # one bad file must not sink the benchmark; it is reported
                 notes.append(f"{video.name}: {type(err).__name__}: {err}")
         if cfg.media_dir is not None and not shared_videos(cfg.media_dir):
             notes.append(f"no shared media at {cfg.media_dir}: only the generated clip was measured")
+        if ref is not None:
+            images = labelled_images(cfg.labelled_dir)
+            log(f"bench: precision check on {len(images)} labelled frames")
+            for image in images:
+                low_run, ref_run = run_pipeline(image, engine, settings), run_pipeline(image, ref, settings)
+                agreements.append(agreement(f"{image.parent.name}/{image.name}", ref_run, low_run))
     finally:
         naive.close()
         engine.close()
+        if ref is not None:
+            ref.close()
+    precision = summary(engine.info.precision, agreements) if ref is not None else None
+    if precision is not None:
+        notes.append(describe(precision))
+        notes.append(
+            f"P2 with the trunk in fp32 (same rounds): {median(p2_fp32):.2f}x real time; "
+            f"the pipeline rows run at precision {engine.info.precision}"
+        )
 
     p4: list[float] = []
     cold: list[float] = []
@@ -228,23 +297,38 @@ def run_suite(cfg: BenchConfig) -> dict[str, Any]:
     short_s = cfg.clip.seconds * cfg.short_repeats
     long_name = f"{long_s / 60:g}-min" if long_s >= 60 else f"{long_s:g}-s"
     targets = [
-        Target("P1", f"pipeline ÷ naive frames/s, every frame, {cfg.clip.width}×{cfg.clip.height}, "
-               f"{cfg.clip.n_faces} faces", 5.0, True, tuple(samples["P1"]),
-               note=f"naive on the first {cfg.naive_frames} frames, pipeline on the first {cfg.all_frames}"),
-        Target("P2", "video seconds per wall second at 1 sample/s", 4.0, True, tuple(samples["P2"]),
-               note=_p2_note(p2_cpu)),
-        Target("P3", "analyze() call -> first FrameVerdict, warm engine, 1 sample/s", 1.0, False,
-               tuple(samples["P3"]), unit=" s",
-               note=f"cold (fresh process): {median(cold):.2f} s" if cold else ""),
+        Target(
+            "P1",
+            f"pipeline ÷ naive frames/s, every frame, {cfg.clip.width}×{cfg.clip.height}, {cfg.clip.n_faces} faces",
+            5.0,
+            True,
+            tuple(samples["P1"]),
+            note=f"naive on the first {cfg.naive_frames} frames, pipeline on the first {cfg.all_frames}",
+        ),
+        Target(
+            "P2", "video seconds per wall second at 1 sample/s", 4.0, True, tuple(samples["P2"]), note=_p2_note(p2_cpu)
+        ),
+        Target(
+            "P3",
+            "analyze() call -> first FrameVerdict, warm engine, 1 sample/s",
+            1.0,
+            False,
+            tuple(samples["P3"]),
+            unit=" s",
+            note=f"cold (fresh process): {median(cold):.2f} s" if cold else "",
+        ),
         Target("P4", f"peak RSS {long_name} clip ÷ {short_s:g}-s clip", 1.1, False, tuple(p4)),
-        Target("P5", "pipeline faces/s ÷ classifier-only faces/s at the same batch", 0.4, True,
-               tuple(samples["P5"])),
+        Target("P5", "pipeline faces/s ÷ classifier-only faces/s at the same batch", 0.4, True, tuple(samples["P5"])),
     ]
     payload: dict[str, Any] = {
         "schema": 1,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "quick": cfg.quick,
-        "machine": {**_machine(device), "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+        "machine": {
+            **_machine(device, engine.info.precision),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()},
         "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items() if k != "log"},
         "clip": dataclasses.asdict(cfg.clip),
@@ -252,6 +336,7 @@ def run_suite(cfg: BenchConfig) -> dict[str, Any]:
         "targets": [t.to_json() for t in targets],
         "rows": [r.to_json() for r in rows],
         "notes": notes,
+        "precision_check": precision,
     }
     log("")
     log(format_table(rows))

@@ -21,6 +21,9 @@ def _default_data_dir() -> Path:
     return Path(base) / "dff"
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of the service. Units are in the names."""
@@ -32,6 +35,9 @@ class Settings:
     # compute
     device: str = "auto"  # "auto" = cuda when available, else cpu; or any torch device string
     torch_threads: int = 0  # 0 = leave torch's default
+    # Trunk precision (every layer before block8; Grad-CAM's block and the head always run in fp32):
+    # "auto" = bf16 on a CPU with native bf16 and on CUDA with bf16, fp16 on older GPUs, else fp32.
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "fp16"
     # sampling
     sample_mode: SampleMode = SampleMode.EVERY_S
     every_s: float = 1.0
@@ -91,6 +97,10 @@ class Settings:
             (0 <= self.inconclusive_band < 0.5, f"inconclusive_band must be in [0, 0.5), got {self.inconclusive_band}"),
             (self.min_faces >= 1, f"min_faces must be >= 1, got {self.min_faces}"),
             (self.torch_threads >= 0, f"torch_threads must be >= 0, got {self.torch_threads}"),
+            (
+                self.precision in PRECISIONS,
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            ),
             (0 <= self.port <= 65535, f"port must be in 0..65535, got {self.port}"),
             (self.max_jobs >= 1, f"max_jobs must be >= 1, got {self.max_jobs}"),
             (self.max_queue >= 0, f"max_queue must be >= 0, got {self.max_queue}"),

@@ -119,10 +119,7 @@ class FaceDetector:
         with self._lock, torch.no_grad():
             self._mtcnn.min_face_size = min_px if back is None else max(float(_MTCNN_CELL_PX), min_px * dw / w)
             boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
-        return [
-            self._normalise(frame, boxes[i], probs[i], points[i], back, (w, h))
-            for i, frame in enumerate(frames)
-        ]
+        return [self._normalise(frame, boxes[i], probs[i], points[i], back, (w, h)) for i, frame in enumerate(frames)]
 
     def _normalise(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -10,7 +11,7 @@ import torch
 from pipeline.classify import FaceClassifier
 from pipeline.config import Settings
 from pipeline.detect import FaceDetector
-from pipeline.models import LoadedModel, find_checkpoint, load_model, pick_device
+from pipeline.models import PRECISION_NAMES, LoadedModel, find_checkpoint, load_model, pick_device, pick_precision
 from pipeline.types import ModelInfo
 
 
@@ -38,14 +39,22 @@ class Engine:
         path = None
         if settings.checkpoint is not None or not allow_untrained:
             path = find_checkpoint(settings.checkpoint, settings.resolved_models_dir)
-        model = load_model(path, device, allow_untrained=allow_untrained)
+        return cls.from_model(load_model(path, device, allow_untrained=allow_untrained), settings)
+
+    @classmethod
+    def from_model(cls, model: LoadedModel, settings: Settings) -> Engine:
+        """An engine around an already loaded model: MTCNN and the classifier at ``settings.precision``
+        (``info.precision`` says which dtype the trunk runs in)."""
+        device = torch.device(model.info.device)
+        dtype = pick_precision(settings.precision, device)
+        model = dataclasses.replace(model, info=dataclasses.replace(model.info, precision=PRECISION_NAMES[dtype]))
         detector = FaceDetector(
             device,
             min_face_px=settings.min_face_px,
             prob_floor=settings.detect_prob_floor,
             max_side_px=settings.detect_max_side_px,
         )
-        return cls(model=model, detector=detector, classifier=FaceClassifier(model))
+        return cls(model=model, detector=detector, classifier=FaceClassifier(model, trunk_dtype=dtype))
 
     @property
     def info(self) -> ModelInfo:

@@ -85,6 +85,42 @@ def pick_device(name: str) -> torch.device:
         raise ConfigError(f"device {name!r} is not a torch device (try 'auto', 'cpu', 'cuda:0'): {err}") from None
 
 
+def pick_precision(name: str, device: torch.device) -> torch.dtype:
+    """The classifier trunk's dtype for ``device`` (Settings.precision); chosen once, with the device.
+
+    ``"auto"``: bf16 where the hardware computes it natively (a CPU with AVX512-BF16/AMX, an Ampere+
+    GPU), fp16 on older GPUs, fp32 otherwise; bf16 emulated in software is slower than fp32.
+    Raises ConfigError for fp16 on a CPU (no fast fp16 convolutions there).
+    """
+    if name == "fp32":
+        return torch.float32
+    if name == "bf16":
+        return torch.bfloat16
+    if name == "fp16":
+        if device.type == "cpu":
+            raise ConfigError("precision 'fp16' needs a GPU; on a CPU use 'bf16' or 'fp32'")
+        return torch.float16
+    if name != "auto":
+        raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {name!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _cpu_has_native_bf16() -> bool:
+    # torch exposes this only as a private op; a torch without it gets the safe answer (fp32)
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def _how_to_get_one(models_dir: Path) -> str:
     return (
         "to get one: pass --checkpoint PATH, or set DFF_CHECKPOINT=PATH, or put "
@@ -162,8 +198,7 @@ def _state_dict_of(obj: Any, name: str) -> dict[str, torch.Tensor]:
             if not _is_state_dict(obj):
                 keys = sorted(map(str, obj))[:10]
                 raise CheckpointError(
-                    f"{name}: expected a state dict or a dict with 'model_state_dict', "
-                    f"found top-level keys {keys}"
+                    f"{name}: expected a state dict or a dict with 'model_state_dict', found top-level keys {keys}"
                 )
             sd = obj
     else:
@@ -212,8 +247,12 @@ def _profile_of(obj: Any, name: str) -> PreprocessProfile:
                     raise ValueError(f"{key} needs 3 numbers")
         profile = PreprocessProfile(**values)
         ok = (
-            profile.crop_px > 0 and profile.margin_px >= 0 and profile.margin_px < profile.crop_px
-            and profile.input_px > 0 and profile.resize == "bilinear" and profile.scale > 0
+            profile.crop_px > 0
+            and profile.margin_px >= 0
+            and profile.margin_px < profile.crop_px
+            and profile.input_px > 0
+            and profile.resize == "bilinear"
+            and profile.scale > 0
         )
         if not ok:
             raise ValueError(f"out of range: {profile}")

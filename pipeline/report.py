@@ -102,6 +102,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             card_summary=m.get("card_summary"),
             temperature=m.get("temperature", 1.0),
             calibrated_threshold=m.get("calibrated_threshold"),
+            precision=m.get("precision", "fp32"),  # reports from before the setting ran in fp32
         )
         frames = tuple(
             FrameRow(

@@ -215,8 +215,14 @@ class MediaReader:
         if rotation in (90, 270):
             width, height = height, width
         self.info = MediaInfo(
-            **facts, width=width, height=height, fps=None, duration_s=None, rotation_deg=rotation,
-            is_image=True, frame_count=1,
+            **facts,
+            width=width,
+            height=height,
+            fps=None,
+            duration_s=None,
+            rotation_deg=rotation,
+            is_image=True,
+            frame_count=1,
         )
         self.planned_frames = 1
 
@@ -229,9 +235,7 @@ class MediaReader:
         elif container.duration is not None:
             duration_s = container.duration / 1_000_000  # AV_TIME_BASE
         if duration_s is not None and duration_s > self._max_duration_s:
-            raise MediaTooLarge(
-                f"{self._name} lasts {duration_s:,.0f} s; the limit is {self._max_duration_s:,.0f} s"
-            )
+            raise MediaTooLarge(f"{self._name} lasts {duration_s:,.0f} s; the limit is {self._max_duration_s:,.0f} s")
         fps = float(stream.average_rate) if stream.average_rate else None
         self._clock_fps = fps or (float(stream.guessed_rate) if stream.guessed_rate else _FALLBACK_FPS)
         self._start_s = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
@@ -260,8 +264,14 @@ class MediaReader:
             width, height = height, width
         frame_count = stream.frames or None
         self.info = MediaInfo(
-            **facts, width=width, height=height, fps=fps, duration_s=duration_s, rotation_deg=self._rotation,
-            is_image=False, frame_count=frame_count,
+            **facts,
+            width=width,
+            height=height,
+            fps=fps,
+            duration_s=duration_s,
+            rotation_deg=self._rotation,
+            is_image=False,
+            frame_count=frame_count,
         )
         self.planned_frames = self._plan(fps, duration_s, frame_count)
 
@@ -356,8 +366,7 @@ class MediaReader:
                 time_s = max(self._time_s(av_frame, ordinal), last_time_s, 0.0)
                 if time_s > self._max_duration_s:  # headers can lie, or say nothing
                     raise MediaTooLarge(
-                        f"{self._name} runs past the {self._max_duration_s:,.0f} s limit "
-                        f"(stopped at {time_s:,.0f} s)"
+                        f"{self._name} runs past the {self._max_duration_s:,.0f} s limit (stopped at {time_s:,.0f} s)"
                     )
                 last_time_s = time_s
                 index = ordinal
@@ -385,8 +394,7 @@ class MediaReader:
             ) from None
         if self._cut_at_s is not None:
             raise DecodeError(
-                f"{self._name} is cut short: its data ends at {self._cut_at_s:.2f} s "
-                f"({yielded} sampled frames kept)",
+                f"{self._name} is cut short: its data ends at {self._cut_at_s:.2f} s ({yielded} sampled frames kept)",
                 frames_decoded=yielded,
                 last_time_s=last_time_s,
             )

@@ -299,6 +299,7 @@ class ModelInfo:
     card_summary: str | None = None  # one line: headline metrics and the data they were measured on
     temperature: float = 1.0  # calibration folded into the logit: fake_prob = sigmoid(logit / temperature)
     calibrated_threshold: float | None = None  # P(fake) operating point the card recommends (target FPR)
+    precision: str = "fp32"  # the classifier trunk's dtype on ``device`` ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,8 +187,6 @@ def evaluate(
     """
     import torch
 
-    from pipeline.classify import FaceClassifier
-    from pipeline.detect import FaceDetector
     from pipeline.engine import Engine
     from pipeline.models import load_model, pick_device, read_card_facts
     from pipeline.train.card import add_metrics, card_for, write_card
@@ -201,13 +199,7 @@ def evaluate(
     files = [(p, REAL) for d in real_dirs for p in scan_media(d)] + [
         (p, FAKE) for d in fake_dirs for p in scan_media(d)
     ]
-    detector = FaceDetector(
-        device,
-        min_face_px=settings.min_face_px,
-        prob_floor=settings.detect_prob_floor,
-        max_side_px=settings.detect_max_side_px,
-    )
-    with Engine(model=model, detector=detector, classifier=FaceClassifier(model)) as engine:
+    with Engine.from_model(model, settings) as engine:  # the service's precision: its numbers, not fp32's
         results, mistakes = run_files(files, engine, settings, worst_per_class, err, show_bar)
 
     raw_labels = np.array([r.label for r in results for _ in r.frame_probs], dtype=np.int64)

@@ -13,7 +13,9 @@ import torch
 import pipeline.run as run_module
 from bench.__main__ import main
 from bench.config import CLIP_QUICK, BenchConfig
+from bench.measure import PipelineResult
 from bench.media import make_clip, scene_frames
+from bench.precision import agreement, describe, summary
 from bench.report import Row, Target, format_table, summarise
 from bench.suite import run_suite
 from pipeline.batching import prefetch, score_with_fast_start
@@ -47,6 +49,26 @@ def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
     assert pipeline["frames"] == 3 and pipeline["faces"] == 3 * cfg.clip.n_faces
     text = "\n".join(lines)
     assert "P1" in text and "frames/s" in text
+    check = written["precision_check"]
+    if written["machine"]["precision"] == "fp32":  # no low-precision trunk here: nothing to compare
+        assert check is None
+    else:  # the service's precision vs fp32 on the clip, side by side
+        assert (clip, "pipeline 1/s, fp32") in runs
+        assert check["inputs"] == 1 and check["faces"] >= cfg.clip.n_faces
+        assert 0 <= check["max_face_dp"] < 0.05 and check["verdict_flips"] in (0, 1)
+        assert "vs fp32" in text
+
+
+def test_precision_agreement_compares_faces_and_verdicts() -> None:
+    ref = PipelineResult(fake_probs=[0.2, 0.7], label="fake", score=0.7)
+    low = PipelineResult(fake_probs=[0.21, 0.69], label="inconclusive", score=0.52)
+    a = agreement("clip", ref, low)
+    assert a.flipped and a.max_face_dp == pytest.approx(0.01) and a.score_dp == pytest.approx(0.18)
+    s = summary("bf16", [a, agreement("same", ref, ref)])
+    assert s["verdict_flips"] == 1 and s["inputs"] == 2 and s["faces"] == 4
+    assert "1 VERDICTS CHANGED" in describe(s)
+    with pytest.raises(AssertionError, match="faces"):
+        agreement("other faces", ref, PipelineResult(fake_probs=[0.2]))
 
 
 def test_cli_help_is_instant(capsys: pytest.CaptureFixture[str]) -> None:
