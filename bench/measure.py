@@ -249,12 +249,12 @@ class ClassifierResult:
 
 
 def classifier_only(engine: Engine, crops: Sequence[np.ndarray], batch: int, min_s: float = 2.0) -> ClassifierResult:
-    """Faces/s of preprocess + forward at ``batch`` faces per call under ``inference_mode``, fp32, on the
-    classifier's module as the pipeline holds it (frozen, channels-last). Cycles through ``crops`` in calls of
-    exactly ``batch`` faces until ``min_s`` seconds have passed (at least one pass); one untimed warm-up
-    call first."""
+    """Faces/s of preprocess + forward at ``batch`` faces per call under ``inference_mode``, on the
+    classifier's network as the pipeline runs it (frozen, channels-last, the same trunk precision). Cycles
+    through ``crops`` in calls of exactly ``batch`` faces until ``min_s`` seconds have passed (at least one
+    pass); one untimed warm-up call first."""
     clf = engine.classifier
-    module, profile, device = clf.model.module, clf.profile, clf.device
+    module, profile, device = clf.net, clf.profile, clf.device
     fmt = torch.channels_last if clf.channels_last else torch.contiguous_format
     n = len(crops)
     # every call gets exactly ``batch`` faces, cycling through ``crops``

@@ -116,6 +116,7 @@ class FaceClassifier:
         self.trunk_dtype = trunk_dtype
         # the copy inherits channels-last; it is a snapshot: weights changed later are not seen
         net = module if trunk_dtype == torch.float32 else LowPrecisionTrunk(module, trunk_dtype)
+        self.net = net  # what the CAM runs: N×3×S×S float32 -> N×1 logits (the benchmark times it alone)
         self._cam: GradCAM | None = GradCAM(model=net, target_layers=[target])
         self._targets = [ClassifierOutputTarget(0)]
 

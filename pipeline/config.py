@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from pipeline.types import SampleMode, SamplingPolicy, Strategy
+from pipeline.types import ModelInfo, SampleMode, SamplingPolicy, Strategy
 
 
 def _default_data_dir() -> Path:
@@ -22,6 +22,7 @@ def _default_data_dir() -> Path:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_THRESHOLD = 0.5  # P(fake) at or above which a score means FAKE, when nothing else says
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class Settings:
     max_pending_frames: int = 4
     # verdict
     strategy: Strategy = Strategy.PER_PERSON
-    threshold: float = 0.5
+    threshold: float | None = None  # None = the model card's calibrated threshold, else DEFAULT_THRESHOLD
     inconclusive_band: float = 0.05  # |score - threshold| < band -> inconclusive
     min_faces: int = 3  # fewer usable faces in a video -> inconclusive (an image needs 1)
     # serving
@@ -93,7 +94,7 @@ class Settings:
             (self.detect_chunk >= 1, f"detect_chunk must be >= 1, got {self.detect_chunk}"),
             (self.classify_batch >= 1, f"classify_batch must be >= 1, got {self.classify_batch}"),
             (self.max_pending_frames >= 1, f"max_pending_frames must be >= 1, got {self.max_pending_frames}"),
-            (0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}"),
+            (self.threshold is None or 0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}"),
             (0 <= self.inconclusive_band < 0.5, f"inconclusive_band must be in [0, 0.5), got {self.inconclusive_band}"),
             (self.min_faces >= 1, f"min_faces must be >= 1, got {self.min_faces}"),
             (self.torch_threads >= 0, f"torch_threads must be >= 0, got {self.torch_threads}"),
@@ -113,6 +114,17 @@ class Settings:
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    def operating_threshold(self, model: ModelInfo, requested: float | None = None) -> tuple[float, str]:
+        """The P(fake) threshold an analysis uses and where it came from, first that is set of: the request's,
+        these Settings' (``DFF_THRESHOLD``), the model card's calibrated one, 0.5."""
+        if requested is not None:
+            return requested, "request"
+        if self.threshold is not None:
+            return self.threshold, "settings"
+        if model.calibrated_threshold is not None:
+            return model.calibrated_threshold, "model card"
+        return DEFAULT_THRESHOLD, "default"
 
     @property
     def policy(self) -> SamplingPolicy:

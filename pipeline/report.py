@@ -142,6 +142,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             timings=StageTimings(**data["timings"]),
             version=data["version"],
             incomplete=data.get("incomplete"),
+            threshold_source=data.get("threshold_source", "settings"),  # older reports: the server's setting
         )
     except (KeyError, TypeError) as err:
         raise ValueError(f"malformed {SCHEMA} report: {err}") from err

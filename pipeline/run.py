@@ -110,7 +110,7 @@ def analyze(
     """
     policy = policy or settings.policy
     strategy = strategy or settings.strategy
-    threshold = settings.threshold if threshold is None else threshold
+    threshold, threshold_source = settings.operating_threshold(engine.info, threshold)
     clock = _Clock()
     started = time.perf_counter()
 
@@ -118,7 +118,7 @@ def analyze(
         path, policy, max_duration_s=settings.max_duration_s, max_image_pixels=settings.max_image_pixels
     ) as reader:
         info = reader.info
-        yield AnalysisStart(info, reader.planned_frames, policy, engine.info)
+        yield AnalysisStart(info, reader.planned_frames, policy, engine.info, threshold, threshold_source)
 
         def score(crops: Sequence[np.ndarray], boxes: Sequence[FaceBox]) -> list[FaceScore]:
             t0 = time.perf_counter()
@@ -188,4 +188,5 @@ def analyze(
         timings=timings,
         version=__version__,
         incomplete=clock.stop_reason,
+        threshold_source=threshold_source,
     )

@@ -96,6 +96,10 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     return np.array(im.convert("RGB"), dtype=np.uint8)
 
 
+# FFmpeg renders text files (.txt, .nfo, .ans, BinText) as "video" through these demuxers: not media
+_TEXT_ART_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+
+
 def _is_still(format_name: str) -> bool:
     first = format_name.split(",")[0]
     return first.endswith("_pipe") or first in _STILL_FORMATS
@@ -175,6 +179,8 @@ class MediaReader:
         if stream.codec_context is None:
             raise UnsupportedMedia(f"{name} uses a video codec this installation cannot decode")
         fmt = self._container.format.name
+        if fmt.split(",")[0] in _TEXT_ART_FORMATS:
+            raise UnsupportedMedia(f"{name} is a text file, not a video or image (FFmpeg reads it as {fmt!r})")
         codec = stream.codec_context.codec.canonical_name
         facts = dict(name=name, size_bytes=size, sha256=sha, container=fmt, codec=codec)
         if _is_still(fmt):

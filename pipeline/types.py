@@ -320,6 +320,8 @@ class AnalysisStart:
     planned_frames: int | None
     policy: SamplingPolicy
     model: ModelInfo
+    threshold: float = 0.5  # the P(fake) threshold this analysis uses (Settings.operating_threshold)
+    threshold_source: str = "default"  # "request" | "settings" | "model card" | "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +341,7 @@ class Report:
     timings: StageTimings
     version: str
     incomplete: str | None = None
+    threshold_source: str = "default"  # where ``threshold`` came from: see AnalysisStart
 
     def __post_init__(self) -> None:
         if self.score is None and self.label not in (Label.NO_FACE, Label.INCONCLUSIVE):

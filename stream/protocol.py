@@ -36,6 +36,7 @@ SCHEMA_PATH = Path(__file__).with_name("protocol.schema.json")
 
 SampleModeName = Literal["every_s", "count", "keyframes", "all"]
 StrategyName = Literal["mean", "max_frame", "confident", "per_person"]
+ThresholdSource = Literal["request", "settings", "model card", "default"]
 ServerStatus = Literal["ready", "no_model", "shutting_down"]
 Stage = Literal["uploading", "queued", "analyzing"]
 
@@ -211,6 +212,7 @@ class Accepted(_Message):
     threshold: float = constrained(exclusiveMinimum=0, exclusiveMaximum=1)
     overlays: bool
     model: ModelSummary
+    threshold_source: ThresholdSource = "settings"  # where the threshold came from; "model card" = calibrated
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,7 @@ class JobRequest:
 
     policy: SamplingPolicy
     strategy: Strategy
-    threshold: float
+    threshold: float | None  # None = analyze() picks it: Settings, else the model card's, else 0.5
     overlays: bool
 
 
@@ -76,7 +76,7 @@ def resolve_options(options: p.Options, settings: Settings) -> JobRequest:
     return JobRequest(
         policy=policy,
         strategy=Strategy(options.strategy) if options.strategy else settings.strategy,
-        threshold=options.threshold if options.threshold is not None else settings.threshold,
+        threshold=options.threshold,
         overlays=options.overlays,
     )
 
@@ -126,7 +126,8 @@ def accepted_message(job_id: str, start: AnalysisStart, request: JobRequest) -> 
         planned_frames=start.planned_frames,
         policy=p.Policy(policy.mode.value, policy.every_s, policy.count, policy.max_frames),
         strategy=request.strategy.value,
-        threshold=request.threshold,
+        threshold=start.threshold,
+        threshold_source=start.threshold_source,
         overlays=request.overlays,
         model=model_summary(start.model),
     )

@@ -117,7 +117,7 @@ class Page(AnalyzeTab, AdminTabs):
                     )
                 self.options_note = gr.HTML(
                     options_summary(cfg.sample_mode, cfg.every_s, cfg.sample_count, cfg.max_frames, cfg.strategy,
-                                    cfg.threshold),
+                                    cfg.threshold or 0.5, True),
                     elem_id="dff-options-summary",
                 )  # fmt: skip
                 with gr.Accordion("Options", open=False, elem_id="dff-options"):
@@ -137,8 +137,19 @@ class Page(AnalyzeTab, AdminTabs):
                     self.strategy = gr.Dropdown(
                         STRATEGY_CHOICES, value=cfg.strategy, label="Verdict strategy", elem_id="dff-strategy"
                     )
+                    self.server_threshold = gr.Checkbox(
+                        True,
+                        label="Use the server's operating point (the model card's calibrated threshold, if any)",
+                        elem_id="dff-server-threshold",
+                    )
                     self.threshold = gr.Slider(
-                        0.05, 0.95, value=cfg.threshold, step=0.01, label="Threshold: P(fake) at or above means FAKE"
+                        0.05,
+                        0.95,
+                        value=cfg.threshold or 0.5,
+                        step=0.01,
+                        label="Threshold: P(fake) at or above means FAKE",
+                        interactive=False,
+                        elem_id="dff-threshold",
                     )
                 gr.Markdown(
                     f"Files up to {cards.human_size(cfg.max_upload_bytes)}. The server deletes uploaded media "
@@ -234,6 +245,7 @@ class Page(AnalyzeTab, AdminTabs):
             self.max_frames,
             self.strategy,
             self.threshold,
+            self.server_threshold,
             self.token,
         ]
         analysis_out = [
@@ -243,6 +255,9 @@ class Page(AnalyzeTab, AdminTabs):
         ]  # fmt: skip
         common = {"concurrency_limit": None, "show_progress": "hidden"}
         options_in = analysis_in[1:-1]
+        self.server_threshold.change(
+            lambda on: gr.Slider(interactive=not on), [self.server_threshold], [self.threshold], queue=False
+        )
         for option in options_in:
             option.change(options_summary, options_in, [self.options_note], queue=False, show_progress="hidden")
         # a file the person drops (not every value change: Gradio reports one upload as several changes)

@@ -122,6 +122,14 @@ def status_html(stage: str, detail: str = "", fraction: float | None = None, est
     )
 
 
+THRESHOLD_SOURCES = {
+    "model card": "calibrated, from the model card",
+    "settings": "server setting",
+    "request": "chosen in Options",
+    "default": "default",
+}
+
+
 def verdict_card(v: Verdict, band: float) -> str:
     """REAL / FAKE / INCONCLUSIVE / NO FACE with score, strategy and what the numbers mean."""
     score = "—" if v.score is None else f"{v.score:.2f}"
@@ -143,10 +151,13 @@ def verdict_card(v: Verdict, band: float) -> str:
             "heavy compression and low resolution: treat this as evidence to weigh, not a finding."
         )
     facts = " · ".join(escape(f) for f in v.facts)
+    source = THRESHOLD_SOURCES.get(v.threshold_source, v.threshold_source)
     return (
         f'<div class="dff-verdict dff-v-{v.label}" data-label="{v.label}">{warn}'
         f'<div class="dff-v-head"><span class="dff-v-title">{escape(v.title)}</span>'
-        f'<span class="dff-v-score">score {score} <small>threshold {v.threshold:.2f}</small></span></div>'
+        f'<span class="dff-v-score">score {score} <small>threshold {v.threshold:.2f} '
+        f'<span class="dff-v-thr-src" data-source="{escape(v.threshold_source)}">({escape(source)})</span>'
+        "</small></span></div>"
         f'<div class="dff-v-file">{escape(v.file_name)} <span class="dff-v-facts">{facts}</span></div>'
         f"<p>{escape(meaning)}</p>"
         f"<p><b>Strategy</b> — {escape(v.strategy_text)}.</p>"

@@ -46,7 +46,11 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
         choices=["per_person", "mean", "max_frame", "confident"],
         help="how face scores become a video score (default per_person)",
     )
-    v.add_argument("--threshold", type=float, help="P(fake) at or above which a score means FAKE (default 0.5)")
+    v.add_argument(
+        "--threshold",
+        type=float,
+        help="P(fake) at or above which a score means FAKE (default: the model card's calibrated threshold, else 0.5)",
+    )
     v.add_argument(
         "--band", type=float, help="scores within this distance of the threshold are INCONCLUSIVE (default 0.05)"
     )
@@ -99,6 +103,8 @@ def verdict_line(report) -> str:  # report: pipeline.types.Report
     parts = [f"{people} {'person' if people == 1 else 'people'}"]
     if not report.media.is_image:
         parts.append(f"{segments} suspicious segment{'' if segments == 1 else 's'}")
+    if report.threshold_source == "model card":  # say so: the cut is not the familiar 0.5
+        parts.append(f"calibrated threshold {report.threshold:.2f}")
     line = f"{report.media.name}: {report.label.value.upper().replace('_', ' ')} {score} ({', '.join(parts)})"
     if report.incomplete:
         line += f" [INCOMPLETE: {report.incomplete}]"

@@ -21,7 +21,7 @@ class UiConfig:
     sample_count: int = 16
     max_frames: int | None = 300
     strategy: str = "per_person"
-    threshold: float = 0.5
+    threshold: float | None = None  # the server's DFF_THRESHOLD; None = model card's, else 0.5
     band: float = 0.05
     max_upload_bytes: int = 500 * 1024 * 1024
     token_required: bool = False

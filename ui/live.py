@@ -68,26 +68,40 @@ def gallery_label(frame: p.FrameResult | None, live: bool) -> str:
 
 
 def build_options(
-    mode: str, every_s: float | None, count: float | None, max_frames: float | None, strategy: str, threshold: float
+    mode: str,
+    every_s: float | None,
+    count: float | None,
+    max_frames: float | None,
+    strategy: str,
+    threshold: float,
+    server_threshold: bool = False,
 ) -> p.Options:
-    """The ``start`` options from the Options panel (overlays always on: the page shows them)."""
+    """The ``start`` options from the Options panel (overlays always on: the page shows them).
+    ``server_threshold``: send no threshold, so the server uses its operating point (DFF_THRESHOLD, else
+    the model card's calibrated threshold, else 0.5) and says which in ``accepted``."""
     return p.Options(
         sample_mode=mode,  # type: ignore[arg-type]
         every_s=float(every_s) if mode == "every_s" and every_s else None,
         count=int(count) if mode == "count" and count else None,
         max_frames=int(max_frames) if max_frames else None,
         strategy=strategy,  # type: ignore[arg-type]
-        threshold=float(threshold),
+        threshold=None if server_threshold else float(threshold),
         overlays=True,
     )
 
 
 def options_summary(
-    mode: str, every_s: float | None, count: float | None, max_frames: float | None, strategy: str, threshold: float
+    mode: str,
+    every_s: float | None,
+    count: float | None,
+    max_frames: float | None,
+    strategy: str,
+    threshold: float,
+    server_threshold: bool = False,
 ) -> str:
     """One line under the collapsed Options panel saying what the next analysis will use (HTML)."""
     try:
-        o = build_options(mode, every_s, count, max_frames, strategy, threshold)
+        o = build_options(mode, every_s, count, max_frames, strategy, threshold, server_threshold)
     except p.ProtocolError as err:  # shown before the upload, not as a failed analysis after it
         return f'<div class="dff-small dff-error" data-invalid="1">Options: {html.escape(str(err))}</div>'
     sampling = {
@@ -97,9 +111,10 @@ def options_summary(
         "all": "every frame",
     }.get(o.sample_mode, o.sample_mode)
     cap = f", at most {o.max_frames}" if o.max_frames else ""
+    cut = "the server's operating point" if o.threshold is None else f"FAKE at P ≥ {o.threshold:.2f}"
     return (
         f'<div class="dff-small" data-every-s="{o.every_s or ""}" data-mode="{o.sample_mode}">'
-        f"Next analysis: {sampling}{cap} · {o.strategy.replace('_', ' ')} · FAKE at P ≥ {o.threshold:.2f}</div>"
+        f"Next analysis: {sampling}{cap} · {o.strategy.replace('_', ' ')} · {cut}</div>"
     )
 
 

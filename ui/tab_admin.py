@@ -195,7 +195,7 @@ class AdminTabs:
         update[self.state] = s
         if s.report is None:
             # a job that did not finish: its frames, no verdict
-            s.threshold = self.cfg.threshold
+            s.threshold = self.cfg.threshold or 0.5  # unknown for an unfinished job: the timeline's band only
             update[self.status] = cards.info_box(
                 f"{s.name}: this job ended as '{status}', so it has no verdict. Its {len(s.frames)} analysed "
                 "frames are shown.",

@@ -156,6 +156,7 @@ class AnalyzeTab:
         max_frames: float | None,
         strategy: str,
         threshold: float,
+        server_threshold: bool,
         token: str | None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Upload the file and stream the page: status, timeline, faces, then the verdict card."""
@@ -166,7 +167,7 @@ class AnalyzeTab:
         s.name = Path(path).name
         yield {self.state: s, **self.reset_updates(cards.status_html("Connecting", s.name))}
         try:
-            options = build_options(mode, every_s, count, max_frames, strategy, threshold)
+            options = build_options(mode, every_s, count, max_frames, strategy, threshold, server_threshold)
             base = self.address.get()
             api = HttpApi(base, token)
             async for messages in coalesced(analyze_file(path, ws_url(base), token=token, options=options)):

@@ -149,6 +149,7 @@ class Verdict:
     is_image: bool
     facts: tuple[str, ...]
     model: str
+    threshold_source: str = "settings"  # "request" | "settings" | "model card" | "default"
 
 
 # -------------------------------------------------------------------------------------------- frames
@@ -411,4 +412,5 @@ def verdict(report: Mapping[str, Any]) -> Verdict:
         is_image=media["is_image"],
         facts=tuple(facts),
         model=model_text,
+        threshold_source=report.get("threshold_source", "settings"),
     )

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from pipeline.config import Settings
+from pipeline.config import DEFAULT_THRESHOLD, Settings
 from pipeline.errors import DffError
 from pipeline.overlay import overlay_jpeg
 from pipeline.run import analyze
@@ -216,8 +216,10 @@ def evaluate(
         chosen, source = calibration.threshold, f"calibrated for FPR {target_fpr:.0%}"
     elif facts is not None and facts.threshold is not None:
         chosen, source = facts.threshold, "model card"
-    else:
+    elif settings.threshold is not None:
         chosen, source = settings.threshold, "settings"
+    else:
+        chosen, source = DEFAULT_THRESHOLD, "default"
 
     frame, video, (fl, fp), arrays = measure(results, temperature, chosen, settings.min_faces)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +245,7 @@ def evaluate(
         "errors": {r.path.name: r.error for r in results if r.error},
     }
     if temperature != 1.0 and raw_labels.size:
-        doc["uncalibrated_frame"] = score_table(raw_labels, raw_probs, settings.threshold)
+        doc["uncalibrated_frame"] = score_table(raw_labels, raw_probs, settings.threshold or DEFAULT_THRESHOLD)
 
     worst_dir = report_dir / "worst"
     worst_dir.mkdir(exist_ok=True)

@@ -112,6 +112,7 @@ def test_report_is_deterministic(clip, engine, settings):
 def test_frames_stream_before_decoding_ends(clip, engine, settings, monkeypatch):
     """The first verdict must come out while the sampler still has frames to give."""
     decoded: list[int] = []
+
     def record(frames):
         for frame in frames:
             decoded.append(frame.index)
@@ -204,3 +205,28 @@ def test_seed_parity_end_to_end_with_default_settings(tmp_path, name, precision)
     # The seed's MTCNN (select_largest=False) keeps the most probable face.
     best = max(report.frames[0].faces, key=lambda f: f.detector_prob)
     assert abs(best.fake_prob - expected) < tolerance, (engine.info.precision, best.fake_prob, expected)
+
+
+def test_the_operating_threshold_comes_from_request_settings_model_card_or_default(tmp_path, engine, settings):
+    """analyze() applies the model card's calibrated threshold unless the request or DFF_THRESHOLD set one,
+    and says which (AnalysisStart, Report, report JSON)."""
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(photo)
+    plain = engine.model
+    calibrated = dataclasses.replace(plain, info=dataclasses.replace(plain.info, calibrated_threshold=0.73))
+    cases = [
+        (calibrated, settings, None, 0.73, "model card"),
+        (calibrated, dataclasses.replace(settings, threshold=0.6), None, 0.6, "settings"),
+        (calibrated, settings, 0.4, 0.4, "request"),
+        (plain, settings, None, 0.5, "default"),
+    ]
+    try:
+        for model, s, requested, expected, source in cases:
+            engine.model = model
+            events = _events(photo, engine, s, threshold=requested)
+            start, report = events[0], events[-1]
+            assert (start.threshold, start.threshold_source) == (expected, source)
+            assert (report.threshold, report.threshold_source) == (expected, source)
+            assert report_to_dict(report)["threshold_source"] == source
+    finally:
+        engine.model = plain

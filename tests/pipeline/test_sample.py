@@ -259,6 +259,14 @@ def test_text_renamed_mp4(tmp_path: Path) -> None:
         open_media(tmp_path / "notes.mp4", SamplingPolicy())
 
 
+@pytest.mark.parametrize("name", ["minutes.txt", "README.nfo", "logo.ans"])
+def test_plain_text_files_are_refused_not_rendered_as_ansi_video(tmp_path: Path, name: str) -> None:
+    # FFmpeg's "tty" demuxer would happily decode these as frames of ANSI art
+    (tmp_path / name).write_text("Meeting minutes\n\n1. budget\n2. hiring\n" * 40)
+    with pytest.raises(UnsupportedMedia, match=r"text file, not a video"):
+        open_media(tmp_path / name, SamplingPolicy())
+
+
 @pytest.mark.parametrize(("codec", "ext"), [("aac", "m4a"), ("mp2", "mp2")])
 def test_audio_only_file(tmp_path: Path, codec: str, ext: str) -> None:
     path = encode_audio_only(tmp_path / f"voice.{ext}", codec=codec)

@@ -51,6 +51,8 @@ def test_options_summary_says_what_the_next_analysis_uses():
     line = live.options_summary("every_s", 0.4, 16, 300, "per_person", 0.5)
     assert 'data-every-s="0.4"' in line and "one frame every 0.4 s, at most 300" in line and "P ≥ 0.50" in line
     assert "12 frames spread evenly" in live.options_summary("count", 0.4, 12, None, "mean", 0.6)
+    assert "the server's operating point" in live.options_summary("keyframes", 1.0, 16, None, "mean", 0.6, True)
+    assert live.build_options("keyframes", 1.0, 16, None, "mean", 0.6, True).threshold is None
     bad = live.options_summary("every_s", -1.0, 16, 300, "per_person", 0.5)
     assert 'data-invalid="1"' in bad and "every_s" in bad
 

@@ -133,6 +133,9 @@ def test_video_streams_a_live_timeline_then_the_verdict(page, ui_server, files, 
 
     verdict = page.locator("#dff-verdict .dff-verdict")
     assert verdict.get_attribute("data-label") == report["label"]
+    # the Options panel left the threshold to the server; the card says which operating point it used
+    assert report["threshold_source"] in ("settings", "default", "model card")
+    assert page.locator("#dff-verdict .dff-v-thr-src").get_attribute("data-source") == report["threshold_source"]
     assert "not proof" in verdict.inner_text()
     assert page.locator("#dff-people .dff-person").count() == n_people
     assert page.locator("#dff-people img.dff-thumb").count() == n_people, "a Grad-CAM thumbnail per person"

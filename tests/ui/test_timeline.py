@@ -372,6 +372,12 @@ def test_verdict_card_flags_an_untrained_model_and_explains_heatmaps():
     assert "UNTRAINED" not in cards.verdict_card(tl.verdict(report()), band=0.05)
 
 
+def test_verdict_card_says_where_the_threshold_came_from():
+    html = cards.verdict_card(tl.verdict({**report(), "threshold": 0.73, "threshold_source": "model card"}), 0.05)
+    assert "threshold 0.73" in html and "calibrated, from the model card" in html
+    assert 'data-source="settings"' in cards.verdict_card(tl.verdict(report()), 0.05)  # older reports
+
+
 def test_people_cards_use_the_overlay_or_a_coloured_placeholder():
     people = tl.person_summaries(report(), [])
     html = cards.people_cards(people, {0: B64}, 0.5, 0.05)

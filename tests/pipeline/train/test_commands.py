@@ -178,4 +178,6 @@ def test_eval_calibrate_then_models_and_the_service_uses_the_card(trained, tmp_p
         assert engine.info.calibrated_threshold == pytest.approx(cal["threshold"])
         *_, report = analyze(real / "astronaut.png", engine, settings)
     assert isinstance(report, Report) and report.model.card_summary.startswith("frame AUC")
+    # the service applies the card's operating point and says so
+    assert report.threshold == pytest.approx(cal["threshold"]) and report.threshold_source == "model card"
     assert report_from_dict(report_to_dict(report)) == report
