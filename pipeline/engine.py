@@ -11,7 +11,8 @@ import torch
 from pipeline.classify import FaceClassifier
 from pipeline.config import Settings
 from pipeline.detect import FaceDetector
-from pipeline.models import PRECISION_NAMES, LoadedModel, find_checkpoint, load_model, pick_device, pick_precision
+from pipeline.device import PRECISION_NAMES, pick_device, pick_precision
+from pipeline.models import LoadedModel, find_checkpoint, load_model
 from pipeline.types import ModelInfo
 
 

@@ -304,7 +304,9 @@ class ModelInfo:
 
 @dataclass(frozen=True, slots=True)
 class StageTimings:
-    """Wall seconds spent per stage (stages overlap nothing on CPU, so they add up to ~total_s)."""
+    """Wall seconds spent per stage. On CPU the stages run one after another and add up to ~total_s; on an
+    accelerator decode and detection are prefetched in a thread while classification runs, so their sum
+    can exceed total_s."""
 
     decode_s: float = 0.0
     detect_s: float = 0.0

@@ -1,6 +1,6 @@
 """The web page: a Gradio Blocks that is a *client* of the stream service on the same port.
 
-    ui/cli.py  mount_web_ui(app, settings):
+    ui/cmd_serve.py  mount_web_ui(app, settings):
                    app.add_middleware(RecordAddress, address=address)
                    gradio.mount_gradio_app(app, build_blocks(cfg, address), path="/", **mount_options(cfg))
 

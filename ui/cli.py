@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
+from ui import cmd_analyze, cmd_models, cmd_serve
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -65,386 +63,6 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     d.add_argument("--classify-batch", type=int, help="faces per classifier batch (default 32)")
 
 
-def _settings_from_args(args: argparse.Namespace):  # -> pipeline.config.Settings
-    from pipeline.config import Settings
-    from pipeline.types import SampleMode, Strategy
-
-    mode = None
-    if args.every_s is not None:
-        mode = SampleMode.EVERY_S
-    elif args.count is not None:
-        mode = SampleMode.COUNT
-    elif args.keyframes:
-        mode = SampleMode.KEYFRAMES
-    elif args.all_frames:
-        mode = SampleMode.ALL
-    return Settings.from_env(
-        checkpoint=args.checkpoint,
-        device=args.device,
-        sample_mode=mode,
-        every_s=args.every_s,
-        sample_count=args.count,
-        max_frames=args.max_frames,
-        strategy=Strategy(args.strategy) if args.strategy else None,
-        threshold=args.threshold,
-        inconclusive_band=args.band,
-        min_face_px=args.min_face_px,
-        video_min_face_px=args.min_face_px,
-        detect_prob_floor=args.detect_prob,
-        classify_batch=args.classify_batch,
-    )
-
-
-def verdict_line(report) -> str:  # report: pipeline.types.Report
-    """``name: FAKE 0.91 (3 people, 2 suspicious segments)``, flagged when the model is untrained."""
-    people = len(report.tracks)
-    segments = sum(1 for s in report.segments if s.track_id is None)
-    score = "-" if report.score is None else f"{report.score:.2f}"
-    parts = [f"{people} {'person' if people == 1 else 'people'}"]
-    if not report.media.is_image:
-        parts.append(f"{segments} suspicious segment{'' if segments == 1 else 's'}")
-    if report.threshold_source == "model card":  # say so: the cut is not the familiar 0.5
-        parts.append(f"calibrated threshold {report.threshold:.2f}")
-    line = f"{report.media.name}: {report.label.value.upper().replace('_', ' ')} {score} ({', '.join(parts)})"
-    if report.incomplete:
-        line += f" [INCOMPLETE: {report.incomplete}]"
-    if report.model.untrained:
-        line = "UNTRAINED MODEL — " + line
-    return line
-
-
-def _scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from tqdm import tqdm
-
-    from pipeline.engine import Engine
-    from pipeline.errors import DffError, ModelError
-    from pipeline.report import report_to_csv, report_to_json
-    from pipeline.run import analyze
-    from pipeline.types import AnalysisStart, FrameVerdict, Report
-
-    try:
-        settings = _settings_from_args(args)
-        engine = Engine.open(settings, allow_untrained=args.allow_untrained)
-    except (ModelError, DffError) as e:
-        print(f"dff scan: {e}", file=err)
-        return EXIT_USAGE
-    if engine.info.untrained:
-        print("dff scan: UNTRAINED MODEL — scores are random and mean nothing (--allow-untrained)", file=err)
-    for directory in (args.json, args.csv):
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-
-    failed = 0
-    with engine:
-        for path in args.files:
-            bar = None
-            report = None
-            faces = 0
-            try:
-                for event in analyze(path, engine, settings):
-                    if isinstance(event, AnalysisStart):
-                        bar = tqdm(
-                            total=event.planned_frames,
-                            desc=event.media.name,
-                            unit="frame",
-                            file=err,
-                            disable=args.quiet,
-                            leave=False,
-                        )
-                    elif isinstance(event, FrameVerdict):
-                        faces += len(event.faces)
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(faces=faces, refresh=False)
-                    elif isinstance(event, Report):
-                        report = event
-            except DffError as e:
-                failed += 1
-                print(f"{Path(path).name}: error: {e}", file=err)
-                continue
-            finally:
-                if bar is not None:
-                    bar.close()
-            assert report is not None, "analyze() always ends with a Report"
-            print(verdict_line(report), file=out)
-            if report.incomplete:
-                failed += 1
-            stem = Path(path).name
-            if args.json is not None:
-                (args.json / f"{stem}.json").write_text(report_to_json(report))
-            if args.csv is not None:
-                (args.csv / f"{stem}.csv").write_text(report_to_csv(report))
-    return EXIT_SOME_FAILED if failed else EXIT_OK
-
-
-def mount_web_ui(app, settings) -> str | None:  # app: starlette.applications.Starlette, settings: Settings
-    """Mount the web UI on the stream app (same port as the websocket and HTTP APIs); returns its path.
-
-    This is where the Gradio UI is mounted: ``ui/app.py`` builds a ``gradio.Blocks`` that is a websocket
-    client of ``/v1/analyze`` (through ui/client.py), and this function calls
-    ``gradio.mount_gradio_app(app, blocks, path="/")``. The stream routes are registered first, so they
-    keep precedence over a UI mounted at "/".
-    The page learns the server's option defaults, upload cap and auth rule from ``settings``; the example
-    clip is generated into the data directory on the first start.
-    """
-    import gradio as gr
-
-    from stream.auth import is_loopback
-    from ui.app import RecordAddress, ServerAddress, UiConfig, build_blocks, mount_options
-    from ui.examples import example_files
-
-    cfg = UiConfig.from_settings(
-        settings, host_is_loopback=is_loopback(settings.host), examples=example_files(settings.data_dir)
-    )
-    address = ServerAddress()  # the page dials its own server; the middleware learns where that is
-    app.add_middleware(RecordAddress, address=address)
-    gr.mount_gradio_app(app, build_blocks(cfg, address), path="/", **mount_options(cfg))
-    return "/"
-
-
-def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import dataclasses
-    import logging
-
-    from pipeline.errors import DffError
-    from stream.auth import is_loopback
-    from stream.server import create_app, make_server
-
-    try:
-        settings = dataclasses.replace(
-            _settings_from_args(args),
-            **{
-                k: v
-                for k, v in {
-                    "host": args.host,
-                    "port": args.port,
-                    "data_dir": args.data_dir,
-                    "models_dir": args.models_dir,
-                    "max_upload_mb": args.max_upload_mb,
-                    "max_jobs": args.max_jobs,
-                    "max_queue": args.max_queue,
-                    "keep_uploads": args.keep_uploads or None,
-                }.items()
-                if v is not None
-            },
-        )
-    except DffError as e:
-        print(f"dff serve: {e}", file=err)
-        return EXIT_USAGE
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
-    if not settings.token and not is_loopback(settings.host):
-        print(
-            f"dff serve: WARNING: listening on {settings.host} without DFF_TOKEN: anyone who can reach this port "
-            "can analyse files and read reports; model upload/activation is disabled",
-            file=err,
-        )
-    app = create_app(settings, allow_untrained=args.allow_untrained)
-    ui_path = mount_web_ui(app, settings)
-    base = f"{settings.host}:{settings.port}"
-    print(f"dff serve: websocket API ws://{base}/v1/analyze, reports http://{base}/v1/reports", file=err)
-    print(f"dff serve: web UI {'http://' + base + ui_path if ui_path else 'not built yet (API only)'}", file=err)
-    try:
-        make_server(app, settings, log_level=args.log_level).run()
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after its graceful shutdown
-        return 130
-    return EXIT_OK
-
-
-def _client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import asyncio
-    import json
-
-    from pipeline.config import Settings
-    from pipeline.report import report_from_dict
-    from stream import protocol as p
-    from ui.client import ClientError, accepted_line, analyze_file, attach, frame_line
-
-    if (args.file is None) == (args.attach is None):
-        print("dff client: give a FILE to analyse or --attach JOB_ID", file=err)
-        return EXIT_USAGE
-    settings = Settings.from_env()
-    url = args.url or f"ws://{settings.host}:{settings.port}/v1/analyze"
-    token = args.token or settings.token
-    mode = "every_s" if args.every_s else "count" if args.count else "keyframes" if args.keyframes else None
-    mode = "all" if args.all_frames else mode
-    try:
-        options = p.Options(
-            sample_mode=mode,
-            every_s=args.every_s,
-            count=args.count,
-            max_frames=args.max_frames,
-            strategy=args.strategy,
-            threshold=args.threshold,
-            overlays=args.overlays is not None,
-        )
-    except p.ProtocolError as e:
-        print(f"dff client: {e}", file=err)
-        return EXIT_USAGE
-    if args.overlays is not None:
-        args.overlays.mkdir(parents=True, exist_ok=True)
-
-    async def run() -> int:
-        if args.file is not None:
-            messages = analyze_file(args.file, url, token=token, options=options)
-        else:
-            messages = attach(args.attach, url, token=token)
-        async for message in messages:
-            if isinstance(message, p.Hello) and message.status != "ready":
-                print(f"dff client: server status: {message.status}", file=err)
-            elif isinstance(message, p.Accepted):
-                print(accepted_line(message), file=out)
-            elif isinstance(message, p.FrameResult):
-                print(frame_line(message), file=out, flush=True)
-                for face in message.faces:
-                    jpeg = face.overlay_jpeg()
-                    if jpeg is not None and args.overlays is not None:
-                        name = f"frame{message.index:06d}_face{face.face_index}.jpg"
-                        (args.overlays / name).write_bytes(jpeg)
-            elif isinstance(message, p.Done):
-                if args.json is not None:
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps(message.report, indent=2))
-                report = report_from_dict(message.report)
-                print(verdict_line(report), file=out)
-                return EXIT_SOME_FAILED if report.incomplete else EXIT_OK
-            elif isinstance(message, p.Error):
-                print(f"dff client: {message.code}: {message.message}", file=err)
-                return EXIT_SOME_FAILED
-        return EXIT_SOME_FAILED
-
-    try:
-        return asyncio.run(run())
-    except ClientError as e:
-        print(f"dff client: {e}", file=err)
-        return EXIT_USAGE
-    except FileNotFoundError as e:
-        print(f"dff client: {e.filename}: no such file", file=err)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("dff client: interrupted; the server cancels the job", file=err)
-        return EXIT_SOME_FAILED
-
-
-def _train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.config import Settings
-    from pipeline.errors import DffError
-    from pipeline.train.trainer import TrainConfig, train
-
-    if args.out.exists() and not (args.resume or args.overwrite):
-        print(f"dff train: {args.out} exists; pass --resume to continue it or --overwrite to start over", file=err)
-        return EXIT_USAGE
-    options = {
-        "out": args.out,
-        "real_dirs": tuple(args.real),
-        "fake_dirs": tuple(args.fake or ()),
-        "self_blend": args.self_blend,
-        "init": args.init,
-        "resume": args.resume,
-        "name": args.name,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "val_fraction": args.val_fraction,
-        "input_px": args.input_px,
-        "trainable": args.trainable,
-        "every_s": args.every_s,
-        "max_frames": args.max_frames,
-        "max_steps": args.max_steps,
-        "time_budget_s": args.max_minutes * 60 if args.max_minutes is not None else None,
-        "augment": not args.no_augment,
-        "seed": args.seed,
-        "cache_dir": args.cache,
-    }
-    try:
-        settings = Settings.from_env(device=args.device, torch_threads=args.threads)
-        config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
-        result = train(config, settings, err, show_bar=not args.quiet)
-    except DffError as e:
-        print(f"dff train: {e}", file=err)
-        return EXIT_USAGE
-    last = result.history[-1] if result.history else {}
-    auc = last.get("val_auc")
-    where = f"epoch {last.get('epoch', 0)}{'' if last.get('complete', True) else ' (part of it)'}"
-    print(
-        f"{result.checkpoint}: {result.stopped} at {where}; last validation AUC "
-        f"{'n/a' if auc is None else format(auc, '.3f')} ({result.n_train} training / {result.n_val} validation "
-        f"faces); model card {result.card}",
-        file=out,
-    )
-    print(f"next: dff eval {result.checkpoint} --real DIR --fake DIR --report DIR [--calibrate]", file=out)
-    return EXIT_OK
-
-
-def _eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.config import Settings
-    from pipeline.errors import DffError
-    from pipeline.train.evaluate import evaluate, format_metrics
-    from pipeline.types import SampleMode
-
-    mode = SampleMode.EVERY_S if args.every_s is not None else SampleMode.COUNT if args.count is not None else None
-    try:
-        settings = Settings.from_env(
-            device=args.device,
-            torch_threads=args.threads,
-            sample_mode=mode,
-            every_s=args.every_s,
-            sample_count=args.count,
-            max_frames=args.max_frames,
-            min_face_px=args.min_face_px,
-            video_min_face_px=args.min_face_px,
-            classify_batch=args.classify_batch,
-        )
-        if args.threshold is not None and not 0 < args.threshold < 1:
-            raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
-        if not 0 <= args.target_fpr < 1:
-            raise ValueError(f"--target-fpr must be in [0, 1), got {args.target_fpr}")
-        outcome = evaluate(
-            args.checkpoint,
-            list(args.real),
-            list(args.fake),
-            args.report,
-            settings,
-            err,
-            calibrate=args.calibrate,
-            target_fpr=args.target_fpr,
-            threshold=args.threshold,
-            show_bar=not args.quiet,
-        )
-    except (DffError, ValueError) as e:
-        print(f"dff eval: {e}", file=err)
-        return EXIT_USAGE
-    print(format_metrics(outcome.metrics), file=out)
-    print(f"report: {args.report / 'metrics.json'} (+ roc.png, reliability.png, worst/)", file=out)
-    return EXIT_OK
-
-
-def _models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from pipeline.config import Settings
-    from pipeline.errors import DffError
-    from pipeline.train.card import format_models, list_models
-
-    try:
-        directory = Settings.from_env(models_dir=args.dir).resolved_models_dir
-    except DffError as e:
-        print(f"dff models: {e}", file=err)
-        return EXIT_USAGE
-    print(format_models(directory, list_models(directory)), file=out)
-    return EXIT_OK
-
-
-def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import dataclasses
-
-    from bench.__main__ import config_from_args
-    from bench.suite import run_suite
-
-    def log(message: str) -> None:
-        print(message, file=out, flush=True)
-
-    run_suite(dataclasses.replace(config_from_args(args), log=log))
-    return EXIT_OK
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dff",
@@ -465,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--csv", type=Path, metavar="DIR", help="write DIR/<file>.csv, one row per face")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_analysis_options(scan)
-    scan.set_defaults(func=_scan)
+    scan.set_defaults(func=cmd_analyze.scan)
 
     serve = sub.add_parser(
         "serve",
@@ -485,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-uploads", action="store_true", help="keep uploaded media (default: delete)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_analysis_options(serve)
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=cmd_serve.serve)
 
     client = sub.add_parser(
         "client",
@@ -509,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--max-frames", type=int, metavar="N", help="at most N frames")
     cs.add_argument("--strategy", choices=["per_person", "mean", "max_frame", "confident"])
     cs.add_argument("--threshold", type=float, help="P(fake) at or above which a score means FAKE")
-    client.set_defaults(func=_client)
+    client.set_defaults(func=cmd_analyze.client)
     train = sub.add_parser(
         "train",
         help="train a checkpoint from folders of real (and fake) faces; --self-blend needs no fakes",
@@ -550,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    train.set_defaults(func=_train)
+    train.set_defaults(func=cmd_models.train)
 
     evaluate = sub.add_parser(
         "eval",
@@ -585,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     evaluate.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    evaluate.set_defaults(func=_eval)
+    evaluate.set_defaults(func=cmd_models.evaluate)
 
     models = sub.add_parser(
         "models",
@@ -594,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default) with each model card's name, training data, metrics and calibration.",
     )
     models.add_argument("--dir", type=Path, help="models directory (default $DFF_MODELS_DIR or DATA_DIR/models)")
-    models.set_defaults(func=_models)
+    models.set_defaults(func=cmd_models.models)
 
     bench = sub.add_parser(
         "bench",
@@ -607,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.__main__ import add_arguments as _bench_arguments
 
     _bench_arguments(bench)
-    bench.set_defaults(func=_bench)
+    bench.set_defaults(func=cmd_models.bench)
     return parser
 
 

@@ -1,5 +1,5 @@
 """What the web page knows about its server, as plain values: option defaults, limits, who may manage
-models, the bundled examples. Built by the composition root (``ui/cli.py``) from the server's Settings."""
+models, the bundled examples. Built by the composition root (``ui/cmd_serve.py``) from the server's Settings."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 class UiConfig:
     """What the page needs to know about its server: option defaults, limits, and who may manage models.
 
-    Built by the composition root (``ui/cli.py``) from the server's Settings; plain values only.
+    Built by the composition root (``ui/cmd_serve.py``) from the server's Settings; plain values only.
     """
 
     sample_mode: str = "every_s"

@@ -187,8 +187,9 @@ def evaluate(
     """
     import torch
 
+    from pipeline.device import pick_device
     from pipeline.engine import Engine
-    from pipeline.models import load_model, pick_device, read_card_facts
+    from pipeline.models import load_model, read_card_facts
     from pipeline.train.card import add_metrics, card_for, write_card
 
     if settings.torch_threads:

@@ -24,13 +24,13 @@ import torch.nn.functional as F
 from pipeline.classify import preprocess
 from pipeline.config import Settings
 from pipeline.detect import FaceDetector
+from pipeline.device import pick_device
 from pipeline.errors import ConfigError
 from pipeline.models import (
     SEED_PROFILE,
     build_model,
     card_path,
     load_for_training,
-    pick_device,
     read_training_state,
     save_checkpoint,
 )

@@ -195,16 +195,3 @@ def test_low_precision_trunk_stays_close_to_fp32_and_leaves_the_model_alone(
     # the shared model is still fp32, unchanged, and frozen only while a classifier is open
     for name, param in loaded.module.named_parameters():
         assert param.dtype == torch.float32 and torch.equal(param, params[name]), name
-
-
-def test_pick_precision_chooses_once_per_device() -> None:
-    from pipeline.errors import ConfigError
-    from pipeline.models import pick_precision
-
-    assert pick_precision("fp32", CPU) == torch.float32
-    assert pick_precision("bf16", CPU) == torch.bfloat16
-    assert pick_precision("auto", CPU) in (torch.float32, torch.bfloat16)
-    with pytest.raises(ConfigError, match="needs a GPU"):
-        pick_precision("fp16", CPU)
-    with pytest.raises(ConfigError, match="precision"):
-        pick_precision("fp8", CPU)

@@ -11,14 +11,13 @@ import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from pipeline.errors import CheckpointError, ConfigError, NoModel
+from pipeline.errors import CheckpointError, NoModel
 from pipeline.models import (
     SEED_PROFILE,
     build_model,
     file_sha256,
     find_checkpoint,
     load_model,
-    pick_device,
     save_checkpoint,
 )
 from pipeline.types import PreprocessProfile
@@ -205,15 +204,6 @@ def test_find_checkpoint_explains_how_to_get_one(tmp_path: Path, make_dir: bool)
 def test_find_checkpoint_explicit_missing_names_it(tmp_path: Path) -> None:
     with pytest.raises(NoModel, match="gone.pth"):
         find_checkpoint(tmp_path / "gone.pth", tmp_path)
-
-
-def test_pick_device() -> None:
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert pick_device("auto").type == expected
-    assert pick_device("cpu") == torch.device("cpu")
-    for bad in ("gpu", "cuda:x", ""):
-        with pytest.raises(ConfigError, match="not a torch device"):
-            pick_device(bad)
 
 
 def test_build_model_is_single_logit() -> None:

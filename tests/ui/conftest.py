@@ -59,7 +59,7 @@ def start_ui_server(data_dir: Path, models_dir: Path, **overrides: Any) -> UiSer
     """``create_app`` + ``mount_web_ui`` + ``make_server``, exactly as ``dff serve`` composes them."""
     from pipeline.config import Settings
     from stream.server import create_app, make_server
-    from ui.cli import mount_web_ui
+    from ui.cmd_serve import mount_web_ui
 
     values: dict[str, Any] = dict(
         data_dir=data_dir,
