@@ -29,6 +29,12 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
         help="with no checkpoint, score with RANDOM weights (tests and demos only; every output says UNTRAINED MODEL)",
     )
     m.add_argument("--device", help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:1, ...")
+    m.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="the classifier trunk's precision (default auto: bf16 where the hardware has it natively, else "
+        "fp32; Grad-CAM's block and the head always run in fp32)",
+    )
 
     s = p.add_argument_group("sampling (pick one; default: one frame per second)")
     g = s.add_mutually_exclusive_group()

@@ -28,6 +28,7 @@ def settings_from_args(args: argparse.Namespace):  # -> pipeline.config.Settings
     return Settings.from_env(
         checkpoint=args.checkpoint,
         device=args.device,
+        precision=args.precision,
         sample_mode=mode,
         every_s=args.every_s,
         sample_count=args.count,

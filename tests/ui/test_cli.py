@@ -52,6 +52,8 @@ def test_scan_writes_json_and_csv_and_one_line_per_file(media, checkpoint, tmp_p
         str(tmp_path),
         "--every-s",
         "0.5",
+        "--precision",
+        "fp32",
         "-q",
     )
     assert code == 0, err
@@ -62,6 +64,7 @@ def test_scan_writes_json_and_csv_and_one_line_per_file(media, checkpoint, tmp_p
     report = json.loads((tmp_path / "clip.mp4.json").read_text())
     assert report["summary"]["n_people"] == 2
     assert report["model"]["name"] == "random_seed_format.pth"
+    assert report["model"]["precision"] == "fp32" and report["threshold_source"] == "default"
     assert len(report["frames"]) == 4
     rows = list(csv.DictReader((tmp_path / "three.png.csv").open()))
     assert len(rows) == 3
@@ -122,5 +125,6 @@ def test_help_documents_every_option():
         "--json",
         "--csv",
         "--device",
+        "--precision",
     ):
         assert flag in proc.stdout
