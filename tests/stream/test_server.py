@@ -110,7 +110,7 @@ def _healthz(server) -> dict:
     return get_json(f"{server.http}/healthz")[1]
 
 
-def test_disconnect_cancels_the_job_and_frees_the_worker_promptly(server, media):
+def test_disconnect_cancels_the_job_and_frees_the_worker_within_a_second(server, media):
     async def scenario() -> tuple[str, float]:
         messages = analyze_file(media["long"], server.ws, options=p.Options(every_s=0.1))
         async for message in messages:
@@ -120,15 +120,16 @@ def test_disconnect_cancels_the_job_and_frees_the_worker_promptly(server, media)
                 status, _, body = await asyncio.to_thread(http, "DELETE", f"{server.http}/v1/reports/{job_id}")
                 assert status == 409 and json.loads(body)["error"]["code"] == "running"
                 break
+        closed_at = time.time()
         await messages.aclose()  # closes the websocket: the only client is gone
-        return job_id, time.monotonic()
+        return job_id, closed_at
 
     job_id, closed_at = asyncio.run(scenario())
     wait_for(lambda: _healthz(server)["queue"]["running"] == 0, timeout_s=5)
-    # The worker checks for cancellation before every step (test_jobs pins that to < 1 s); end to end, a
-    # classify batch already in the model (<= max_pending_frames frames) finishes first, and on a loaded CI
-    # machine that batch alone can pass a second, so this bound is looser.
-    assert time.monotonic() - closed_at < 2.5, time.monotonic() - closed_at
+    # When the job stopped, by the server's own clock (stored as it cancels): the HTTP polling above adds
+    # its own latency on a busy machine, which is not the worker's.
+    row = next(r for r in get_json(f"{server.http}/v1/reports?limit=50")[1]["reports"] if r["id"] == job_id)
+    assert row["status"] == "cancelled" and row["finished_s"] - closed_at < 1.0, row["finished_s"] - closed_at
     assert not (server.settings.data_dir / "uploads" / job_id).exists()
     status, frames = get_json(f"{server.http}/v1/reports/{job_id}/frames")
     assert frames["status"] == "cancelled" and 1 <= len(frames["frames"]) < 40
