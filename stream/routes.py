@@ -35,6 +35,7 @@ from pipeline.device import pick_device
 from pipeline.errors import ModelError
 from pipeline.models import CHECKPOINT_SUFFIXES, file_sha256, load_model
 from pipeline.report import report_from_dict, report_to_csv
+from pipeline.train.card import list_models as model_entries
 from stream import protocol as p
 from stream.auth import admin_ok, token_ok
 from stream.service import Service
@@ -181,20 +182,23 @@ def _model_path(request: Request) -> tuple[str, Path] | JSONResponse:
 @authorized
 async def list_models(request: Request) -> Response:
     service = _service(request)
-    models_dir = service.settings.resolved_models_dir
-    files = (
-        sorted(
-            (f for f in models_dir.iterdir() if f.is_file() and f.suffix.lower() in CHECKPOINT_SUFFIXES),
-            key=lambda f: f.name,
-        )
-        if models_dir.is_dir()
-        else []
-    )
-    active = service.model.name if service.model else None
+    # hashes every file (to tell whether its card still describes it): off the event loop
+    entries = await asyncio.to_thread(model_entries, service.settings.resolved_models_dir)
+    active = service.model.sha256 if service.model else None
     return JSONResponse(
         {
             "active": None if service.model is None else service.model.to_json(),
-            "models": [{"name": f.name, "size_bytes": f.stat().st_size, "active": f.name == active} for f in files],
+            "models": [
+                {
+                    "name": e.path.name,
+                    "size_bytes": e.size_bytes,
+                    "sha256": e.sha256,
+                    "active": service.model is not None and e.path.name == service.model.name and e.sha256 == active,
+                    "card": e.card_facts(),
+                    "card_status": e.card_status,
+                }
+                for e in sorted(entries, key=lambda e: e.path.name)
+            ],
         }
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from html import escape
+from typing import Any
 
 from ui.timeline import Estimate, PersonSummary, Verdict, label_for
 
@@ -206,3 +207,19 @@ def people_cards(
         )
     grid = "".join(cards)
     return f'<div class="dff-people"><div class="dff-h">Per person</div><div class="dff-p-grid">{grid}</div></div>'
+
+
+def model_card_text(card: dict[str, Any] | None, status: str) -> str:
+    """The Models table's "Model card" cell: name, metrics line and calibration, or why there is none."""
+    if status == "stale":
+        return "card written for other weights (ignored)"
+    if status == "unreadable":
+        return "card unreadable (ignored)"
+    if not card:
+        return "no model card"
+    parts = [str(card.get("name") or "")]
+    if card.get("summary"):
+        parts.append(str(card["summary"]))
+    if card.get("threshold") is not None:
+        parts.append(f"calibrated threshold {card['threshold']:.2f}, T={card.get('temperature') or 1:.2f}")
+    return " — ".join(p for p in parts if p)

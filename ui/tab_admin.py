@@ -77,8 +77,7 @@ class AdminTabs:
         rows = []
         for m in listing.get("models", []):
             sha = m.get("sha256") or (active["sha256"] if active and m.get("active") else "")
-            card = m.get("card") or {}
-            card_text = ", ".join(f"{k} {v}" for k, v in card.items()) if isinstance(card, dict) else str(card)
+            card_text = cards.model_card_text(m.get("card"), m.get("card_status", "none"))
             rows.append(
                 [m["name"], cards.human_size(m["size_bytes"]), "✓ active" if m.get("active") else "", sha, card_text]
             )

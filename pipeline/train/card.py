@@ -164,6 +164,29 @@ class ModelEntry:
     card: dict[str, Any] | None
     card_matches: bool  # the card's sha256 is this file's
     card_error: str | None = None
+    sha256: str = ""  # of the weights file
+
+    def card_facts(self) -> dict[str, Any] | None:
+        """What a model list shows of a card that describes this file: name, metrics line, calibration
+        (None without a matching card)."""
+        if self.card is None or not self.card_matches:
+            return None
+        calibration = self.card.get("calibration") or {}
+        return {
+            "name": self.card.get("name"),
+            "summary": self.card.get("summary"),
+            "temperature": calibration.get("temperature"),
+            "threshold": calibration.get("threshold"),
+        }
+
+    @property
+    def card_status(self) -> str:
+        """"ok" | "stale" (written for other weights) | "unreadable" | "none"."""
+        if self.card_error:
+            return "unreadable"
+        if self.card is None:
+            return "none"
+        return "ok" if self.card_matches else "stale"
 
 
 def list_models(models_dir: Path) -> list[ModelEntry]:
@@ -181,9 +204,10 @@ def list_models(models_dir: Path) -> list[ModelEntry]:
             card = read_card(path)
         except ValueError as err:
             error = str(err)
-        matches = card is not None and card.get("sha256") == file_sha256(path)
+        sha = file_sha256(path)
+        matches = card is not None and card.get("sha256") == sha
         modified = time.strftime("%Y-%m-%d %H:%M", time.localtime(stat.st_mtime))
-        entries.append(ModelEntry(path, stat.st_size, modified, card, matches, error))
+        entries.append(ModelEntry(path, stat.st_size, modified, card, matches, error, sha))
     return entries
 
 

@@ -126,6 +126,9 @@ def test_no_model_then_install_and_switch_models_at_run_time(tmp_path, models_di
         assert after.report["model"]["sha256"] == file_sha256(second_path)
         models = get_json(f"{server.http}/v1/models")[1]
         assert {m["name"]: m["active"] for m in models["models"]} == {"first.pth": False, "second.pth": True}
+        listed = {m["name"]: m for m in models["models"]}
+        assert listed["second.pth"]["sha256"] == file_sha256(second_path)
+        assert {m["card_status"] for m in listed.values()} <= {"none", "ok"}
     # the choice survives a restart (not just "newest file wins")
     os.utime(empty / "first.pth")
     with serving(make_settings(tmp_path, empty)) as server:

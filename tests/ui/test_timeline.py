@@ -391,3 +391,10 @@ def test_people_cards_use_the_overlay_or_a_coloured_placeholder():
 )
 def test_human_size(n, text):
     assert cards.human_size(n) == text
+
+
+def test_model_card_cell_shows_metrics_and_calibration_or_why_not():
+    card = {"name": "sbi", "summary": "frame AUC 0.61 on ffpp", "temperature": 1.5, "threshold": 0.73}
+    assert cards.model_card_text(card, "ok") == "sbi — frame AUC 0.61 on ffpp — calibrated threshold 0.73, T=1.50"
+    assert cards.model_card_text(None, "none") == "no model card"
+    assert "other weights" in cards.model_card_text(None, "stale")

@@ -16,6 +16,7 @@ from pipeline.engine import Engine
 from pipeline.models import card_path, file_sha256, load_model, read_training_state
 from pipeline.report import report_from_dict, report_to_dict
 from pipeline.run import analyze
+from pipeline.train.card import list_models
 from pipeline.train.selfblend import self_blend
 from pipeline.types import Report
 from tests.media import astronaut
@@ -170,6 +171,9 @@ def test_eval_calibrate_then_models_and_the_service_uses_the_card(trained, tmp_p
 
     code, listing, _ = _run("models", "--dir", str(out.parent))
     assert code == 0 and "* sbi.pth" in listing and "calibrated T=" in listing and "frame AUC" in listing
+    (entry,) = [e for e in list_models(out.parent) if e.path.name == out.name]  # what GET /v1/models lists
+    assert entry.card_status == "ok" and entry.sha256 == file_sha256(out)
+    assert entry.card_facts()["threshold"] == pytest.approx(cal["threshold"])
 
     settings = Settings(device="cpu", checkpoint=out, min_face_px=60)
     with Engine.open(settings) as engine:
