@@ -396,6 +396,8 @@ def verdict(report: Mapping[str, Any]) -> Verdict:
     if total_s is not None:
         facts.append(f"analysed in {_duration(total_s)}")
     model_text = f"{model['name']} (sha256 {model['sha256'][:12]}…)"
+    if model.get("device"):
+        model_text += f" on {model['device']}, {model.get('precision', 'fp32')}"
     if model.get("card_summary"):
         model_text += f" — {model['card_summary']}"
     strategy = report["strategy"]
