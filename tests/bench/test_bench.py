@@ -197,3 +197,16 @@ def test_overlapped_stages_give_the_same_report_and_close_cleanly(tmp_path: Path
     assert not any(t.name == "dff-prefetch" for t in threading.enumerate())
     assert [r.faces for r in overlapped.frames] == [r.faces for r in serial.frames]
     assert overlapped.score == serial.score and len(serial.frames) == 6
+
+
+def test_serve_bench_streams_to_one_and_to_several_clients(tmp_path: Path) -> None:
+    """``python -m bench.serve`` against a real ``dff serve`` process: shapes only, never speed."""
+    from bench.config import CLIP_QUICK as spec
+    from bench.serve import measure
+    from bench.weights import calibrated_checkpoint
+
+    clip = make_clip(spec, tmp_path)
+    result = measure(clip, calibrated_checkpoint(tmp_path), clients=2, repeats=1, every_s=0.5)
+    assert result["clients"] == 2 and len(result["first_frame_s"]) == 1
+    assert 0 < result["first_frame_s_median"] < 60 and result["solo_frames_per_s"] > 0
+    assert [r["frames"] for r in result["group_runs"]] == [round(spec.seconds / 0.5)] * 2
