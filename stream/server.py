@@ -34,7 +34,7 @@ from pipeline import __version__
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from stream import protocol as p
-from stream.auth import origin_ok, token_ok
+from stream.auth import WS_SUBPROTOCOL, offered_subprotocols, origin_ok, ws_token_ok
 from stream.jobs import Job
 from stream.routes import http_routes
 from stream.service import NO_MODEL_MESSAGE, Service, resolve_options
@@ -216,11 +216,12 @@ def _deny(status: int, code: str, message: str) -> JSONResponse:
 async def analyze_endpoint(ws: WebSocket) -> None:
     """``/v1/analyze``: token and origin are checked at the handshake (HTTP 401/403, no upgrade)."""
     service: Service = ws.app.state.service
-    if not token_ok(ws.headers, service.settings.token):
+    if not ws_token_ok(ws.headers, service.settings.token):
         return await ws.send_denial_response(_deny(401, "unauthorized", "a valid bearer token is required"))
     if not origin_ok(ws.headers, service.settings.allowed_origins):
         return await ws.send_denial_response(_deny(403, "forbidden_origin", "this origin may not connect"))
-    await ws.accept()
+    # a browser that offered subprotocols (the token one) fails the handshake unless one is chosen
+    await ws.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered_subprotocols(ws.headers) else None)
     connection = _Connection(ws, service)
     try:
         await connection.run()

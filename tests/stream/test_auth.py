@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import Settings
-from stream.auth import admin_ok, is_loopback, origin_ok, token_ok
+from stream.auth import WS_SUBPROTOCOL, admin_ok, bearer_subprotocol, is_loopback, origin_ok, token_ok, ws_token_ok
 
 
 @pytest.mark.parametrize(
@@ -81,3 +81,20 @@ def test_model_admin(tmp_path, token, bind, client, headers, ok):
     settings = Settings(data_dir=tmp_path, token=token, host=bind)
     allowed, why = admin_ok(headers, client, settings)
     assert allowed is ok and (why == "") is ok
+
+
+@pytest.mark.parametrize(
+    ("protocols", "ok"),
+    [
+        (f"{WS_SUBPROTOCOL}, {bearer_subprotocol('s3/cr+t=')}", True),  # not token characters: base64url
+        (bearer_subprotocol("s3/cr+t="), True),
+        (f"{WS_SUBPROTOCOL}, {bearer_subprotocol('wrong')}", False),
+        (f"{WS_SUBPROTOCOL}, dff.bearer.%%%", False),
+        (WS_SUBPROTOCOL, False),
+        ("", False),
+    ],
+)
+def test_websocket_token_as_a_subprotocol(protocols, ok):
+    """Browsers cannot set an Authorization header on a websocket; they can offer subprotocols."""
+    assert ws_token_ok({"sec-websocket-protocol": protocols}, "s3/cr+t=") is ok
+    assert ws_token_ok({"authorization": "Bearer s3/cr+t="}, "s3/cr+t=") and ws_token_ok({}, None)

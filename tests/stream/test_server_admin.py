@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from pipeline.models import build_model, file_sha256, save_checkpoint
 from stream import protocol as p
+from stream.auth import WS_SUBPROTOCOL, bearer_subprotocol
 from stream.store import Store
 from tests.stream.conftest import analyze_sync, get_json, http, make_settings, serving, stable
 from ui.client import ClientError, analyze_file, attach
@@ -59,6 +60,19 @@ def test_token_auth_on_and_origin_check(tmp_path, models_dir, media):
 
         assert asyncio.run(handshake("http://evil.example")) == 403
         assert asyncio.run(handshake(f"http://127.0.0.1:{server.port}")) == 101
+
+        async def browser_handshake(token: str) -> tuple[int, str | None]:
+            """What a page's ``new WebSocket(url, ["dff.v1", "dff.bearer.…"])`` sends: no header, its origin."""
+            offered = [WS_SUBPROTOCOL, bearer_subprotocol(token)]
+            try:
+                async with connect(server.ws, origin=f"http://127.0.0.1:{server.port}", subprotocols=offered) as ws:
+                    await ws.recv()
+                    return 101, ws.subprotocol
+            except InvalidStatus as err:
+                return err.response.status_code, None
+
+        assert asyncio.run(browser_handshake("s3cret")) == (101, WS_SUBPROTOCOL)  # the token is never echoed
+        assert asyncio.run(browser_handshake("wrong")) == (401, None)
 
 
 def test_full_queue_says_busy_and_the_queued_job_runs_after(tmp_path, models_dir, media):
