@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,76 +18,17 @@ from PIL import Image
 from pipeline.config import Settings
 from pipeline.models import build_model, save_checkpoint
 from stream import protocol as p
-from stream.server import GracefulServer, create_app, make_server
+from tests import servers
 from tests.media import encode_video, face_scene
+from tests.servers import Served, serving
 from ui.client import analyze_file
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-@dataclass
-class Served:
-    server: GracefulServer
-    settings: Settings
-    thread: threading.Thread
-    port: int
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/analyze"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def service(self):
-        return self.server.service
-
-    def stop(self, timeout_s: float = 60.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout_s)
-        assert not self.thread.is_alive(), "server did not stop"
-
-
-def start_server(settings: Settings, *, allow_untrained: bool = False) -> Served:
-    app = create_app(settings, allow_untrained=allow_untrained)
-    server = make_server(app, settings, log_level="warning")
-    thread = threading.Thread(target=server.run, name="test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert thread.is_alive(), "server failed to start (see log)"
-        assert time.monotonic() < deadline, "server did not start in time"
-        time.sleep(0.02)
-    return Served(server, settings, thread, server.port)
-
-
-@contextmanager
-def serving(settings: Settings, **kw: Any) -> Iterator[Served]:
-    served = start_server(settings, **kw)
-    try:
-        yield served
-    finally:
-        if served.thread.is_alive():
-            served.stop()
-
-
 def make_settings(root: Path, models_dir: Path, **kw: Any) -> Settings:
-    """Small and quick: every 0.5 s, tiny classify batches, one frame of latency."""
-    values: dict[str, Any] = dict(
-        data_dir=root / "data",
-        models_dir=models_dir,
-        device="cpu",
-        every_s=0.5,
-        classify_batch=4,
-        max_pending_frames=1,
-        host="127.0.0.1",
-        port=0,
-        shutdown_grace_s=10.0,
-    )
-    values.update(kw)
-    return Settings(**values)
+    """The shared small settings (tests/servers.py) with the data directory under ``root``."""
+    return servers.make_settings(root / "data", models_dir, **kw)
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None):

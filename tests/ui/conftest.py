@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.servers import Served, make_settings, start_server
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -33,58 +32,10 @@ DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 UPDATE_DOCS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 
 
-@dataclass
-class UiServer:
-    """A running server; ``url`` is the page, ``ws`` the websocket API."""
-
-    server: Any
-    thread: threading.Thread
-    port: int
-    settings: Any
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/analyze"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(60)
-
-
-def start_ui_server(data_dir: Path, models_dir: Path, **overrides: Any) -> UiServer:
+def start_ui_server(data_dir: Path, models_dir: Path, **overrides: Any) -> Served:
     """``create_app`` + ``mount_web_ui`` + ``make_server``, exactly as ``dff serve`` composes them."""
-    from pipeline.config import Settings
-    from stream.server import create_app, make_server
-    from ui.cmd_serve import mount_web_ui
-
-    values: dict[str, Any] = dict(
-        data_dir=data_dir,
-        models_dir=models_dir,
-        device="cpu",
-        every_s=0.5,
-        classify_batch=4,
-        max_pending_frames=1,
-        host="127.0.0.1",
-        port=0,
-        shutdown_grace_s=5.0,
-    )
-    values.update(overrides)
-    settings = Settings(**values)
-    app = create_app(settings)
-    assert mount_web_ui(app, settings) == "/"
-    server = make_server(app, settings, log_level="warning")
-    thread = threading.Thread(target=server.run, name="ui-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 180
-    while not server.started:
-        assert thread.is_alive(), "server failed to start (see the log)"
-        assert time.monotonic() < deadline, "server did not start in time"
-        time.sleep(0.05)
-    return UiServer(server, thread, server.port, settings)
+    settings = make_settings(data_dir, models_dir, **{"shutdown_grace_s": 5.0, **overrides})
+    return start_server(settings, web_ui=True, start_timeout_s=180.0)
 
 
 @pytest.fixture(scope="session")

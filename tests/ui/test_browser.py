@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from tests.media import face_scene, moving_faces_clip
-from tests.ui.conftest import UiServer, copy_checkpoint, start_ui_server
+from tests.servers import Served
+from tests.ui.conftest import copy_checkpoint, start_ui_server
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -50,7 +51,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def ui_server(tmp_path_factory, checkpoint_dir) -> Iterator[UiServer]:
+def ui_server(tmp_path_factory, checkpoint_dir) -> Iterator[Served]:
     served = start_ui_server(tmp_path_factory.mktemp("ui_server"), checkpoint_dir)
     try:
         yield served

@@ -1,0 +1,93 @@
+"""The real server on port 0 in the test process (uvicorn in a thread), composed as ``dff serve`` does:
+``create_app`` (+ ``mount_web_ui`` for the page) + ``make_server``. Shared by tests/stream and tests/ui."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Settings
+from stream.server import GracefulServer, create_app, make_server
+
+
+@dataclass
+class Served:
+    """A running server: ``url`` is the page, ``ws`` the websocket API, ``http`` the HTTP API's base."""
+
+    server: GracefulServer
+    settings: Settings
+    thread: threading.Thread
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/analyze"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def service(self):
+        return self.server.service
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "server did not stop"
+
+
+def make_settings(data_dir: Path, models_dir: Path, **kw: Any) -> Settings:
+    """Small and quick: every 0.5 s, tiny classify batches, one frame of latency."""
+    values: dict[str, Any] = dict(
+        data_dir=data_dir,
+        models_dir=models_dir,
+        device="cpu",
+        every_s=0.5,
+        classify_batch=4,
+        max_pending_frames=1,
+        host="127.0.0.1",
+        port=0,
+        shutdown_grace_s=10.0,
+    )
+    values.update(kw)
+    return Settings(**values)
+
+
+def start_server(
+    settings: Settings, *, allow_untrained: bool = False, web_ui: bool = False, start_timeout_s: float = 120.0
+) -> Served:
+    """Start it and wait until it listens. ``web_ui``: mount the Gradio page too (imports gradio)."""
+    app = create_app(settings, allow_untrained=allow_untrained)
+    if web_ui:
+        from ui.cmd_serve import mount_web_ui
+
+        assert mount_web_ui(app, settings) == "/"
+    server = make_server(app, settings, log_level="warning")
+    thread = threading.Thread(target=server.run, name="test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        assert thread.is_alive(), "server failed to start (see log)"
+        assert time.monotonic() < deadline, "server did not start in time"
+        time.sleep(0.02)
+    return Served(server, settings, thread, server.port)
+
+
+@contextmanager
+def serving(settings: Settings, **kw: Any) -> Iterator[Served]:
+    served = start_server(settings, **kw)
+    try:
+        yield served
+    finally:
+        if served.thread.is_alive():
+            served.stop()
