@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from bench.config import ClipSpec
+from pipeline.encode import encode_video
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 # The astronaut's head and shoulders (x1, y1, x2, y2 in the 512×512 image): the face fills ~60% of it.
@@ -66,34 +66,13 @@ def scene_frames(spec: ClipSpec) -> Iterator[np.ndarray]:
         yield frame
 
 
-def encode(path: Path, frames: Iterator[np.ndarray], fps: int, *, preset: str, crf: int, gop: int) -> Path:
-    """H.264 (yuv420p, closed GOPs of ``gop`` frames) of RGB uint8 frames into ``path`` (mp4)."""
-    tmp = path.with_suffix(".part" + path.suffix)
-    with av.open(str(tmp), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": preset, "crf": str(crf)})
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        stream.gop_size = gop
-        for i, img in enumerate(frames):
-            if i == 0:
-                stream.height, stream.width = img.shape[:2]
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    tmp.replace(path)
-    return path
-
-
 def make_clip(spec: ClipSpec, cache_dir: Path) -> Path:
     """The clip for ``spec`` in ``cache_dir`` (generated once; ~10 s for the 720p clip on 2 cores)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{spec.name}.mp4"
     if not path.is_file():
-        encode(path, scene_frames(spec), spec.fps, preset=spec.preset, crf=spec.crf, gop=spec.fps)
+        options = {"preset": spec.preset, "crf": str(spec.crf)}
+        encode_video(path, scene_frames(spec), spec.fps, options=options, gop=spec.fps)  # closed 1-s GOPs
     return path
 
 

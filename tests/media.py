@@ -3,14 +3,15 @@ H.264 clips encoded with PyAV, and paths into ../shared/media that skip when it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from fractions import Fraction
+from collections.abc import Sequence
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 from PIL import Image
+
+from pipeline.encode import encode_video  # the one PyAV encoder (the examples and the bench use it too)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 # Face box of the astronaut (512×512) as MTCNN finds it: x1, y1, x2, y2 in pixels.
@@ -47,42 +48,6 @@ def face_scene(width: int, height: int, faces: Sequence[tuple[int, int, int]], b
         tile = face_tile(size, flip=bool(i % 2))
         canvas[y : y + size, x : x + size] = tile[: height - y, : width - x]
     return canvas
-
-
-def encode_video(
-    path: Path,
-    frames: Iterable[np.ndarray],
-    fps: int = 30,
-    codec: str = "libx264",
-    *,
-    pts: Sequence[int] | None = None,
-    rotation_deg: int | None = None,
-    gop: int | None = None,
-    container_options: dict[str, str] | None = None,
-) -> Path:
-    """Encode RGB uint8 frames. ``pts`` (in 1/fps units) makes variable frame rate clips;
-    ``rotation_deg`` (clockwise, as phones mean it) is written as a real display matrix, which decoders
-    read back (a ``rotate`` metadata tag is ignored by FFmpeg 7's mp4 muxer); ``container_options`` go
-    to the muxer (e.g. ``{"movflags": "faststart"}``)."""
-    with av.open(str(path), "w", options=container_options or {}) as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        if gop is not None:
-            stream.gop_size = gop
-        for i, img in enumerate(frames):
-            if i == 0:
-                stream.height, stream.width = img.shape[:2]
-                if rotation_deg:
-                    stream.set_display_rotation(-rotation_deg)  # PyAV counts counter-clockwise
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = pts[i] if pts is not None else i
-            frame.time_base = Fraction(1, fps)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 def moving_faces_clip(path: Path, seconds: float = 2.0, fps: int = 10, n_faces: int = 3) -> Path:

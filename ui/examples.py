@@ -7,7 +7,7 @@ PyAV, NumPy and Pillow are imported only when the clip is made, so importing thi
 from __future__ import annotations
 
 import logging
-from fractions import Fraction
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger("dff.ui")
@@ -24,9 +24,10 @@ def make_clip(photo: Path, out: Path, *, seconds: float = 4.0, fps: int = 10, wi
 
     Written to a temporary name first, so a crash never leaves a half-written example behind.
     """
-    import av
     import numpy as np
     from PIL import Image
+
+    from pipeline.encode import encode_video
 
     height = width * 9 // 16
     size = width * 15 // 64  # each face tile: 150 px at 640 wide
@@ -37,26 +38,17 @@ def make_clip(photo: Path, out: Path, *, seconds: float = 4.0, fps: int = 10, wi
     ]
     n_frames = round(seconds * fps)
     starts = [(width // 32 + i * width * 5 // 16, height // 6 + (i % 2) * height // 12) for i in range(3)]
-    tmp = out.with_suffix(".part.mp4")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = Fraction(1, fps)
+
+    def frames() -> Iterator[np.ndarray]:
         for t in range(n_frames):
             canvas = np.full((height, width, 3), 90, dtype=np.uint8)
             for (x0, y0), tile in zip(starts, tiles, strict=True):
                 x = min(x0 + 2 * t, width - size)
                 canvas[y0 : y0 + size, x : x + size] = tile
-            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
-            frame.pts = t
-            frame.time_base = Fraction(1, fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    tmp.replace(out)
-    return out
+            yield canvas
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return encode_video(out, frames(), fps)
 
 
 def example_files(data_dir: Path, examples_dir: Path = EXAMPLES_DIR) -> list[Path]:
