@@ -38,8 +38,10 @@ class Job:
         loop: asyncio.AbstractEventLoop,
         *,
         keep_upload: bool = False,
+        client: str | None = None,
     ) -> None:
         self.id = job_id
+        self.client = client  # the uploader's IP address: the key of the per-client cap
         self.name = name
         self.upload_dir = upload_dir
         self.path = upload_dir / name

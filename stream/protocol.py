@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ _SHA256_PATTERN = r"^([0-9a-f]{64}|untrained)$"
 
 ERROR_CODES: dict[str, str] = {
     # the conversation
-    "bad_json": "a text message that is not JSON",
+    "bad_json": "a text message that is not JSON (or nested deeper than the parser goes)",
     "bad_message": "JSON that is not a valid message of this protocol version (see the message text)",
     "bad_version": "a message with another protocol version",
     "unknown_type": "a message whose type this protocol does not have",
@@ -54,14 +55,19 @@ ERROR_CODES: dict[str, str] = {
     "unexpected_message": "a valid message at the wrong moment (e.g. a second start)",
     "too_large": "upload over the server's cap (also: media over a pixel or duration cap)",
     "size_mismatch": "more bytes arrived than start.size_bytes declared",
-    "timeout": "the client sent nothing for too long (first message, or mid-upload)",
-    "busy": "the job queue is full; try again later",
+    "timeout": "the client sent nothing for too long (first message, or mid-upload), or uploads below the minimum rate",
+    "busy": "the job queue is full, or this client already holds its share of it; try again later",
     "shutting_down": "the server is stopping and takes no new jobs",
     "unknown_job": "no running or finished job with that id",
     "too_many_watchers": "too many clients are attached to that job",
     "interrupted": "the server stopped before the job finished; frames so far are stored",
     "cancelled": "every client left the job, so it was stopped; frames so far are stored",
     "internal": "a server bug; details are in the server log, never on the wire",
+    # the server's database (stream/store.py): nothing stored before is lost
+    "storage_full": "the server's disk or database is full; the job could not be stored",
+    "store_read_only": "the server's database is read-only",
+    "store_busy": "the server's database stayed locked by another process",
+    "store_error": "the server's database failed otherwise",
     # the pipeline's error tree (pipeline/errors.py): the error's ``code``
     "bad_media": "the file is not usable media",
     "not_found": "the media file vanished",
@@ -71,7 +77,7 @@ ERROR_CODES: dict[str, str] = {
     "model_error": "the model failed",
     "no_model": "the server has no model; install one with PUT /v1/models/{name}",
     "bad_checkpoint": "the checkpoint cannot be used",
-    "bad_config": "an option is invalid",
+    "bad_config": "an option is invalid, or asks for more than the server allows (e.g. max_frames)",
 }
 
 
@@ -287,16 +293,26 @@ def _no_constants(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """JSON numbers beyond float range (1e309) would decode as inf, which ``encode`` cannot write back."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text:.40} is out of float range")
+    return value
+
+
 def decode(text: str | bytes, allowed: tuple[type[_Message], ...] | None = None) -> Message:
     """JSON text -> the message record. ``allowed`` restricts the types (e.g. ``CLIENT_MESSAGES``).
 
-    Raises ProtocolError: ``bad_json`` (not JSON, or NaN/Infinity), ``bad_message`` (not an object, a
+    Raises ProtocolError: ``bad_json`` (not JSON, NaN/Infinity, or nested too deeply), ``bad_message`` (not an object, a
     missing/unknown/ill-typed field), ``bad_version``, ``unknown_type`` (or a type not in ``allowed``).
     """
     try:
-        data = json.loads(text, parse_constant=_no_constants)
+        data = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as err:
         raise ProtocolError("bad_json", f"not JSON: {err}") from None
+    except RecursionError:  # "[[[[..." 100,000 deep: the parser's own recursion limit
+        raise ProtocolError("bad_json", "not JSON this server reads: nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_message", f"a message is a JSON object, got {json_type(data)}")
     version = data.get("v")

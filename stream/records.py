@@ -131,10 +131,16 @@ def _coerce(tp: Any, value: Any, meta: typing.Mapping[str, Any], where: str) -> 
         _check_range(int(value), meta, where)
         return int(value)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise bad("a finite number")
-        _check_range(float(value), meta, where)
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range: JSON numbers may have any number of digits
+            raise bad("a finite number") from None
+        if not math.isfinite(number):
+            raise bad("a finite number")
+        _check_range(number, meta, where)
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise bad("a string")
@@ -173,6 +179,10 @@ def _check_range(value: float, meta: typing.Mapping[str, Any], where: str) -> No
 
 
 def _check_string(value: str, meta: typing.Mapping[str, Any], where: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # JSON may escape a lone surrogate ("\\ud800"); no text can hold one
+        raise ProtocolError("bad_message", f"{where}: not valid Unicode text (a lone surrogate)") from None
     if "minLength" in meta and len(value) < meta["minLength"]:
         raise ProtocolError("bad_message", f"{where}: must have at least {meta['minLength']} characters")
     if "maxLength" in meta and len(value) > meta["maxLength"]:

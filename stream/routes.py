@@ -10,7 +10,8 @@
     PUT    /v1/models/{name}             upload a checkpoint (validated by loading it); admin
     POST   /v1/models/{name}/activate    switch to it; running jobs finish on their model; admin
 
-Errors are ``{"error": {"code", "message"}}`` with a fitting status; never a traceback.
+Errors are ``{"error": {"code", "message"}}`` with a fitting status; never a traceback. Every request has
+passed stream/guard.py first (Host, and Origin on PUT/POST/DELETE).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ log = logging.getLogger("dff.routes")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _JOB_ID = re.compile(p.JOB_ID_PATTERN)
 PAGE_DEFAULT, PAGE_MAX = 20, 100
+MAX_CURSOR = 2**63 - 1  # cursors are SQLite rowids (signed 64-bit); a larger one is not a cursor
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -97,6 +99,19 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(body, status_code=503 if service.status == "shutting_down" else 200)
 
 
+def _query_int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    """A decimal integer query parameter in ``low..high`` (or ``default`` when absent); ValueError if not."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:  # no sign, space, "_", "1e3", NaN or bigint
+        raise ValueError(name)
+    value = int(raw)
+    if not low <= value <= high:
+        raise ValueError(name)
+    return value
+
+
 def _job_id(request: Request) -> str | None:
     job_id = request.path_params["job_id"]
     return job_id if _JOB_ID.match(job_id) else None
@@ -109,13 +124,11 @@ def _not_found(job_id: str | None) -> JSONResponse:
 @authorized
 async def list_reports(request: Request) -> Response:
     try:
-        limit = int(request.query_params.get("limit", PAGE_DEFAULT))
-        before = request.query_params.get("before")
-        cursor = int(before) if before is not None else None
-        if not 1 <= limit <= PAGE_MAX or (cursor is not None and cursor < 1):
-            raise ValueError
+        limit = _query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+        cursor = _query_int(request, "before", None, 1, MAX_CURSOR)
     except ValueError:
         return error(400, "bad_request", f"limit must be 1..{PAGE_MAX} and before a cursor from a previous page")
+    assert limit is not None
     rows, following = await asyncio.to_thread(_service(request).store.list_jobs, limit, cursor)
     return JSONResponse({"reports": [r.to_json() for r in rows], "next": None if following is None else str(following)})
 
@@ -225,7 +238,7 @@ async def put_model(request: Request) -> Response:
     name, final = checked
     if final.exists():
         return await _drained(request, service.max_upload_bytes, error(409, "exists", f"model {name} exists"))
-    incoming = final.parent / ".incoming" / secrets.token_hex(8)  # not scanned by find_checkpoint
+    incoming = service.incoming_dir / secrets.token_hex(8)  # not scanned by find_checkpoint; cleaned at start
     incoming.mkdir(parents=True)
     tmp = incoming / name
     cap = service.max_upload_bytes

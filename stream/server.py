@@ -11,6 +11,11 @@ One websocket connection carries one job:
     server: progress(queued), accepted, progress(analyzing), frame..., done   (or error at any point)
     server: closes the connection
 
+Every request first passes stream/guard.py (Host and Origin). An upload must keep a minimum rate: byte N
+must have arrived ``upload_grace_s + N / min_upload_kib_s`` after the upload began (else ``timeout``),
+and one client IP holds at most ``max_jobs_per_client`` slots (else ``busy``): slow or greedy clients
+cannot lock everyone else out.
+
 Closing the connection cancels the job unless another client is attached to it. Shutdown (SIGTERM/SIGINT)
 stops accepting, lets running jobs finish for ``shutdown_grace_s`` while their clients still receive
 frames, then stores the rest as ``interrupted`` and tells their clients so.
@@ -22,11 +27,14 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -35,9 +43,11 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from stream import protocol as p
 from stream.auth import WS_SUBPROTOCOL, offered_subprotocols, origin_ok, ws_token_ok
+from stream.guard import RequestGuard
 from stream.jobs import Job
-from stream.routes import http_routes
+from stream.routes import error, http_routes
 from stream.service import NO_MODEL_MESSAGE, Service, resolve_options
+from stream.store import StoreError
 from stream.worker import Busy, ShuttingDown
 
 log = logging.getLogger("dff.server")
@@ -120,7 +130,8 @@ class _Connection:
             request = resolve_options(start.options, service.settings)
         except ConfigError as err:
             return await self.fail(err.code, str(err))
-        job = service.new_job(start.name, request, asyncio.get_running_loop())
+        client = self.ws.client.host if self.ws.client else None
+        job = service.new_job(start.name, request, asyncio.get_running_loop(), client)
         try:
             service.worker.reserve(job)
         except Busy as err:
@@ -132,7 +143,11 @@ class _Connection:
             await self.send(p.Progress(job.id, "uploading", 0, None))
             if not await self._receive_file(job, start.size_bytes):
                 return None
-            await asyncio.to_thread(service.store.add_job, job.id, job.name, start.size_bytes, job.created_s)
+            try:
+                await asyncio.to_thread(service.store.add_job, job.id, job.name, start.size_bytes, job.created_s)
+            except StoreError as err:
+                log.error("job %s: could not be stored: %s", job.id, err)
+                return await self.fail(err.code, str(err), job.id)
             try:
                 position = service.worker.submit(job)
             except ShuttingDown:
@@ -146,16 +161,35 @@ class _Connection:
             if not queued:
                 service.worker.release(job)
 
+    def _too_slow(self, received: int, size_bytes: int, began: float) -> str:
+        settings = self.service.settings
+        total_s = settings.upload_grace_s + size_bytes / (settings.min_upload_kib_s * 1024)
+        return (
+            f"the upload is too slow: {received} of {size_bytes} bytes after {time.monotonic() - began:.1f} s; "
+            f"this server needs {settings.min_upload_kib_s:g} KiB/s after the first {settings.upload_grace_s:g} s "
+            f"(this file within {total_s:.0f} s)"
+        )
+
     async def _receive_file(self, job: Job, size_bytes: int) -> bool:
-        """Binary messages into ``job.path`` until ``size_bytes`` arrived; False (client told) if not."""
+        """Binary messages into ``job.path`` until ``size_bytes`` arrived; False (client told) if not:
+        nothing for IDLE_S, or behind the minimum rate (byte N due ``grace + N / rate`` after the start)."""
+        settings = self.service.settings
+        rate_bytes_s = settings.min_upload_kib_s * 1024
         job.upload_dir.mkdir(parents=True, exist_ok=True)
         received = 0
+        began = time.monotonic()
         with job.path.open("wb") as fh:
             while received < size_bytes:
+                due_s = began + settings.upload_grace_s + received / rate_bytes_s - time.monotonic()
                 try:
-                    raw = await self.receive(IDLE_S)
+                    if due_s <= 0:
+                        raise asyncio.TimeoutError
+                    raw = await self.receive(min(IDLE_S, due_s))
                 except asyncio.TimeoutError:
-                    await self.fail("timeout", f"the upload stalled for {IDLE_S:.0f} s at {received} bytes", job.id)
+                    if due_s < IDLE_S:
+                        await self.fail("timeout", self._too_slow(received, size_bytes, began), job.id)
+                    else:
+                        await self.fail("timeout", f"the upload stalled for {IDLE_S:.0f} s at {received} bytes", job.id)
                     return False
                 if isinstance(raw, str):
                     left = size_bytes - received
@@ -228,6 +262,10 @@ async def analyze_endpoint(ws: WebSocket) -> None:
     except _Gone as err:
         log.info("client %s left: %s", ws.client, err)
         return
+    except StoreError as err:  # a read (attach) the database refused
+        log.error("websocket handler: %s", err)
+        with contextlib.suppress(Exception):
+            await connection.fail(err.code, str(err))
     except Exception:
         log.exception("websocket handler failed")
         with contextlib.suppress(Exception):
@@ -251,9 +289,24 @@ def create_app(settings: Settings, *, allow_untrained: bool = False) -> Starlett
         finally:
             await service.stop()
 
-    app = Starlette(routes=[*http_routes(), WebSocketRoute("/v1/analyze", analyze_endpoint)], lifespan=lifespan)
+    app = Starlette(
+        routes=[*http_routes(), WebSocketRoute("/v1/analyze", analyze_endpoint)],
+        middleware=[Middleware(RequestGuard, settings=settings)],  # outermost but for what mounts add later
+        exception_handlers={StoreError: _store_failed, Exception: _internal},
+        lifespan=lifespan,
+    )
     app.state.service = service
     return app
+
+
+async def _store_failed(request: Request, exc: Exception) -> Response:
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return error(503, getattr(exc, "code", "store_error"), str(exc))
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    """Any other exception in an HTTP route: the JSON error body, never a plain-text traceback page."""
+    return error(500, "internal", "internal server error (see the server log)")
 
 
 class GracefulServer(uvicorn.Server):

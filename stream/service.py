@@ -50,6 +50,9 @@ NO_MODEL_MESSAGE = (
     "POST /v1/models/{name}/activate, or restart it with a checkpoint"
 )
 _UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\:]")
+MAX_NAME_BYTES = 200  # UTF-8 bytes of a stored file name (the disk limit is 255 bytes, not characters)
+MAX_SUFFIX_BYTES = 16  # a longer "extension" is not one: it is cut with the rest
+MAX_COUNT = 100_000  # sample_count a request may ask for when the server has no frame cap (a list per target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +65,20 @@ class JobRequest:
     overlays: bool
 
 
+def _check_bounds(options: p.Options, settings: Settings) -> None:
+    """A request may lower the server's frame cap, never lift it: ConfigError naming the limit."""
+    cap = settings.max_frames
+    if cap is not None and options.max_frames is not None and options.max_frames > cap:
+        raise ConfigError(f"max_frames {options.max_frames} is over this server's limit of {cap} (DFF_MAX_FRAMES)")
+    count_cap = cap if cap is not None else MAX_COUNT
+    if options.count is not None and options.count > count_cap:
+        raise ConfigError(f"count {options.count} is over this server's limit of {count_cap} frames")
+
+
 def resolve_options(options: p.Options, settings: Settings) -> JobRequest:
-    """Protocol options + Settings defaults -> JobRequest. Raises ConfigError for an invalid combination."""
+    """Protocol options + Settings defaults -> JobRequest. Raises ConfigError for an invalid combination or
+    one that asks for more frames than the server's ``max_frames`` (an omitted max_frames is the server's)."""
+    _check_bounds(options, settings)
     try:
         policy = SamplingPolicy(
             SampleMode(options.sample_mode) if options.sample_mode else settings.sample_mode,
@@ -81,11 +96,29 @@ def resolve_options(options: p.Options, settings: Settings) -> JobRequest:
     )
 
 
+def _cut_utf8(text: str, limit_bytes: int, *, keep_end: bool = False) -> str:
+    """``text`` cut to at most ``limit_bytes`` of UTF-8, never inside a character."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit_bytes:
+        return text
+    raw = raw[len(raw) - limit_bytes :] if keep_end else raw[:limit_bytes]
+    return raw.decode("utf-8", errors="ignore")  # drops the partial character at the cut
+
+
 def safe_file_name(name: str) -> str:
-    """The client's file name reduced to a harmless base name (no directories, no control characters)."""
+    """The client's file name reduced to a harmless base name (no directories, no control characters),
+    at most MAX_NAME_BYTES of UTF-8 with its extension kept (file systems count bytes, not characters)."""
     base = _UNSAFE_NAME_CHARS.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
-    base = base[-200:]
-    return base if base not in ("", ".", "..") else "upload"
+    # lone surrogates (legal in JSON text, not in UTF-8) cannot be a file name: replace them
+    base = base.encode("utf-8", errors="replace").decode("utf-8")
+    if base in ("", ".", ".."):
+        return "upload"
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or not stem or len(suffix.encode("utf-8")) > MAX_SUFFIX_BYTES:
+        stem, suffix = base, ""
+    else:
+        suffix = "." + suffix
+    return _cut_utf8(stem, MAX_NAME_BYTES - len(suffix.encode("utf-8"))).rstrip() + suffix
 
 
 def model_summary(info: ModelInfo) -> p.ModelSummary:
@@ -140,6 +173,7 @@ class Service:
         self.settings = settings
         self.allow_untrained = allow_untrained
         self.uploads_dir = settings.data_dir / "uploads"
+        self.incoming_dir = settings.resolved_models_dir / ".incoming"  # model uploads until validated
         self.status: p.ServerStatus = "no_model"
         self.model: p.ModelSummary | None = None
         self.jobs = JobTable()
@@ -167,18 +201,21 @@ class Service:
 
     async def start(self) -> None:
         """Open the store (marking jobs a dead process left as interrupted), load the model, start the worker."""
-        self._store = await asyncio.to_thread(Store, self.settings.data_dir)
+        self._store = await asyncio.to_thread(Store, self.settings.data_dir, self.settings.store_busy_timeout_s)
         recovered = await asyncio.to_thread(self.store.recover)
         if recovered:
             log.warning("%d job(s) from a previous run were marked interrupted", recovered)
         if not self.settings.keep_uploads:  # files of a process that died mid-job: privacy first
             await asyncio.to_thread(shutil.rmtree, self.uploads_dir, True)
+        # half-received model uploads of a process that died mid-PUT (never a usable checkpoint)
+        await asyncio.to_thread(shutil.rmtree, self.incoming_dir, True)
         engine = await asyncio.to_thread(self._open_startup_engine)
         self._worker = Worker(
             engine,
             self.program,
             max_jobs=self.settings.max_jobs,
             max_queue=self.settings.max_queue,
+            max_per_client=self.settings.max_jobs_per_client,
             on_dropped=self._dropped,
             on_queued=self._queued,
         )
@@ -237,7 +274,10 @@ class Service:
 
     # -- jobs ----------------------------------------------------------------------------------------------
 
-    def new_job(self, name: str, request: JobRequest, loop: asyncio.AbstractEventLoop) -> Job:
+    def new_job(
+        self, name: str, request: JobRequest, loop: asyncio.AbstractEventLoop, client: str | None = None
+    ) -> Job:
+        """``client``: the uploader's IP address (the per-client cap's key)."""
         job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable, not a path
         return Job(
             job_id,
@@ -246,6 +286,7 @@ class Service:
             request,
             loop,
             keep_upload=self.settings.keep_uploads,
+            client=client,
         )
 
     def program(self, job: Job, engine: Engine | None) -> Iterator[None]:

@@ -8,11 +8,16 @@ Status goes ``queued -> running -> done | failed | cancelled | interrupted``; a 
 ``queued``/``running`` rows (it crashed or was killed) marks them ``interrupted``: nothing is silently lost.
 A report is committed before the caller sends ``done``. Ids come from the caller (random, unguessable).
 One connection guarded by a lock: writes are a few per frame, and every reader is short.
+
+Every ``sqlite3`` failure leaves this module as a ``StoreError`` whose ``code`` says what happened
+(``storage_full``, ``store_read_only``, ``store_busy`` after waiting ``busy_timeout_s`` for a lock,
+``store_error``); a failed transaction is rolled back, so what was committed before stays intact.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -23,13 +28,43 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from pipeline.errors import DffError
 from pipeline.report import report_to_dict
 from pipeline.types import FrameRow, Report
+
+log = logging.getLogger("dff.store")
 
 DB_NAME = "dff.sqlite3"
 SCHEMA_VERSION = 1
 Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 FINAL_STATUSES: tuple[Status, ...] = ("done", "failed", "cancelled", "interrupted")
+
+
+class StoreError(DffError, OSError):
+    """The database refused a read or write. ``code``: storage_full | store_read_only | store_busy | store_error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_UNCHANGED = "the change was not saved; what was stored before is intact"
+
+
+def store_error(err: sqlite3.Error, busy_timeout_s: float) -> StoreError:
+    """The typed error for a ``sqlite3`` failure, by SQLite's primary result code."""
+    primary = (getattr(err, "sqlite_errorcode", None) or 0) & 0xFF
+    if primary == sqlite3.SQLITE_FULL:
+        return StoreError("storage_full", f"the server's storage is full ({err}); {_UNCHANGED}")
+    if primary == sqlite3.SQLITE_READONLY:
+        return StoreError("store_read_only", f"the server's database is read-only ({err}); {_UNCHANGED}")
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreError(
+            "store_busy",
+            f"the server's database stayed locked by another process for {busy_timeout_s:g} s ({err}); {_UNCHANGED}",
+        )
+    return StoreError("store_error", f"the server's database failed ({err}); {_UNCHANGED}")
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -118,13 +153,15 @@ def _face_dict(face: Any) -> dict[str, Any]:
 class Store:
     """The SQLite store. A context manager; every method is thread-safe and commits before returning."""
 
-    def __init__(self, data_dir: Path) -> None:
-        """Open (creating) ``data_dir/dff.sqlite3``; WAL journal, foreign keys on."""
+    def __init__(self, data_dir: Path, busy_timeout_s: float = 10.0) -> None:
+        """Open (creating) ``data_dir/dff.sqlite3``; WAL journal, foreign keys on. A write that finds the
+        database locked by another process retries for ``busy_timeout_s`` before raising ``store_busy``."""
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_NAME
+        self.busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         # check_same_thread=False: the worker thread writes, HTTP handler threads read; the lock serialises.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a process crash; only an OS crash can lose the last ones.
@@ -138,18 +175,30 @@ class Store:
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise store_error(err, self.busy_timeout_s) from err
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._mapped():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")  # inside: a failed COMMIT (disk full) must roll back too
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_BUSY, ...)
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.exception("rollback failed after an error (the error itself is raised)")
                 raise
-            self._db.execute("COMMIT")
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, self._mapped():
             return self._db.execute(sql, args).fetchall()
 
     # -- the job lifecycle (called by the worker thread) --------------------------------------------------

@@ -8,7 +8,9 @@
 The worker interleaves the running jobs round-robin, one step each (a step is one ``next()`` of the job's
 program, which yields after each analysis event), so every client streams while one model serves all;
 a job's own frames stay in order. At most ``max_jobs`` run at once and ``max_queue`` more may wait;
-beyond that ``reserve`` raises ``Busy`` before any byte is uploaded.
+beyond that ``reserve`` raises ``Busy`` before any byte is uploaded, as it does when one client (``job.client``,
+its IP address) already has ``max_per_client`` jobs uploading, waiting or running: one client cannot take
+every slot.
 
 A job binds the engine that is current when it is admitted and finishes on it, even if another engine is
 installed meanwhile (``set_engine``); an engine is closed once it is neither current nor used.
@@ -40,6 +42,10 @@ ProgramFactory = Callable[[Job, "Engine | None"], Program]
 
 class Busy(Exception):
     """The worker has ``max_jobs + max_queue`` jobs (uploading, waiting or running)."""
+
+
+class ClientBusy(Busy):
+    """One client already has ``max_per_client`` jobs uploading, waiting or running."""
 
 
 class ShuttingDown(Exception):
@@ -84,22 +90,25 @@ class Worker:
         max_queue: int,
         on_dropped: Callable[[Job, str], None],
         on_queued: Callable[[Job, int], None] = lambda job, position: None,
+        max_per_client: int = 0,
     ) -> None:
         """``program(job, engine)`` makes a job's generator; it yields after each event it publishes and
         handles its own errors (GeneratorExit included: that is how a running job is cancelled).
         ``on_dropped(job, reason)`` is called for a job cancelled before its program ran a step;
         ``on_queued(job, position)`` when a waiting job's place in line changes. Both on the worker thread.
+        ``max_per_client``: jobs one ``job.client`` may hold at once (0 = no cap).
         """
-        if max_jobs < 1 or max_queue < 0:
-            raise ValueError(f"need max_jobs >= 1 and max_queue >= 0, got {max_jobs}, {max_queue}")
+        if max_jobs < 1 or max_queue < 0 or max_per_client < 0:
+            raise ValueError(f"need max_jobs >= 1, max_queue >= 0, max_per_client >= 0, got {max_jobs}, {max_queue}")
         self._engine = engine
         self._program = program
         self.max_jobs = max_jobs
         self.max_queue = max_queue
+        self.max_per_client = max_per_client
         self._on_dropped = on_dropped
         self._on_queued = on_queued
         self._cond = threading.Condition()
-        self._uploading: set[str] = set()
+        self._uploading: dict[str, Job] = {}
         self._waiting: list[Job] = []
         self._running: list[_Slot] = []
         self._engine_users: dict[int, int] = {}
@@ -111,27 +120,35 @@ class Worker:
     # -- called from the event loop ------------------------------------------------------------------------
 
     def reserve(self, job: Job) -> None:
-        """Take a slot for a job about to upload. Raises Busy or ShuttingDown."""
+        """Take a slot for a job about to upload. Raises Busy (ClientBusy for the per-client cap) or ShuttingDown."""
         with self._cond:
             if not self._accepting:
                 raise ShuttingDown("the server is shutting down")
-            used = len(self._uploading) + len(self._waiting) + len(self._running)
-            if used >= self.max_jobs + self.max_queue:
-                raise Busy(f"{used} jobs are uploading, waiting or running (limit {self.max_jobs + self.max_queue})")
-            self._uploading.add(job.id)
+            held = [*self._uploading.values(), *self._waiting, *(s.job for s in self._running)]
+            if len(held) >= self.max_jobs + self.max_queue:
+                limit = self.max_jobs + self.max_queue
+                raise Busy(f"{len(held)} jobs are uploading, waiting or running (limit {limit})")
+            if self.max_per_client and job.client is not None:
+                mine = sum(1 for j in held if j.client == job.client)
+                if mine >= self.max_per_client:
+                    raise ClientBusy(
+                        f"this client ({job.client}) already has {mine} jobs uploading, waiting or running "
+                        f"(limit {self.max_per_client} per client)"
+                    )
+            self._uploading[job.id] = job
             job._wake = self._notify
 
     def release(self, job: Job) -> None:
         """Give back the slot of a job whose upload failed, and delete what it uploaded."""
         with self._cond:
-            self._uploading.discard(job.id)
+            self._uploading.pop(job.id, None)
             job.state = "finished"
         job.cleanup()
 
     def submit(self, job: Job) -> int:
         """Queue an uploaded job; returns its place in line (0 = next). Raises ShuttingDown."""
         with self._cond:
-            self._uploading.discard(job.id)
+            self._uploading.pop(job.id, None)
             if not self._accepting:
                 job.state = "finished"
                 raise ShuttingDown("the server is shutting down")
