@@ -57,13 +57,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tally = config.stash.get(_TALLY, None)
     if tally is None or not tally.outcomes:
         return  # none of the hostile cases ran (deselected): no figures to give
-    terminalreporter.write_line(tally.line())
-    for kind, modes in sorted(tally.outcomes.items()):
-        bad = [m for m, ok in modes.items() if not ok]
-        if bad:
-            terminalreporter.write_line(f"  {kind}: not as expected in {', '.join(bad)}")
-    for what in tally.leaks:
-        terminalreporter.write_line(f"  leak: {what}")
+    terminalreporter.write_line(tally.line())  # exactly one line; pytest lists the failing cases itself
 
 
 @pytest.fixture(scope="session")

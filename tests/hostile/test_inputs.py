@@ -12,6 +12,7 @@ Caps (measured on the 2-core CI machine, then given headroom):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -341,6 +342,7 @@ def test_dff_scan_batch_survives_exits_1_and_stays_under_memory_cap(hostile, sca
 class Server:
     served: Any
     tmp_dir: Path
+    outcomes: dict[str, Outcome] = dataclasses.field(default_factory=dict)
 
     @property
     def uploads_dir(self) -> Path:
@@ -365,6 +367,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
 
 
 def upload(server: Server, path: Path, name: str | None) -> Outcome:
+    """Upload through ``ui.client.analyze_file``; an error message must not name the server's own paths."""
     from stream import protocol as p
     from ui.client import ClientError, analyze_file
 
@@ -377,6 +380,8 @@ def upload(server: Server, path: Path, name: str | None) -> Outcome:
         if isinstance(last, p.Error):
             if last.code == "internal":
                 return Outcome(crash=f"internal: {last.message}")
+            if str(server.served.settings.data_dir) in last.message:
+                return Outcome(crash=f"the error names a server path: {last.message}")
             return Outcome(code=last.code, message=last.message)
         return Outcome(crash=f"the conversation ended with {last!r}")
 
@@ -391,7 +396,20 @@ def test_server_upload(kind: str, hostile, server, tally) -> None:
     case = hostile.get(kind)
     if not case.uploadable:
         pytest.skip(f"by design: a client cannot upload {case.path.name} ({case.kind}); scan and analyze cover it")
-    _settle(tally, case, "server", upload(server, case.path, case.upload_name))
+    outcome = upload(server, case.path, case.upload_name)
+    server.outcomes[kind] = outcome
+    _settle(tally, case, "server", outcome)
+
+
+def test_server_refuses_playlists_alike(hostile, server) -> None:
+    """Finding 1 over the wire: whether the named server file exists must not show in the answer."""
+    got = {}
+    for kind in ("hls_playlist_existing_path", "hls_playlist_missing_path"):
+        case = hostile.get(kind)
+        got[kind] = server.outcomes.get(kind) or upload(server, case.path, None)
+        got[kind] = dataclasses.replace(got[kind], message=got[kind].message.replace(case.path.name, "NAME"))
+    there, missing = got.values()
+    assert (there.code, there.message) == (missing.code, missing.message) and there.code == "unsupported_media"
 
 
 def test_server_still_analyses_a_good_file_after_the_hostile_uploads(hostile, server) -> None:
@@ -411,3 +429,19 @@ def test_server_leaves_no_uploads_or_temp_files(server, tally) -> None:
     for p in left:
         tally.leak(f"server left {p}")
     assert left == []
+
+
+@pytest.mark.parametrize("kind", ["directory_named_mp4", "missing_file"])
+def test_dff_client_on_a_path_it_cannot_upload_is_one_clear_line(kind: str, hostile, server) -> None:
+    """Finding 8: ``dff client x.mp4/`` (a directory) printed a traceback. Like a missing file, it is a local
+    usage error: exit 2, one line naming the file, nothing sent."""
+    import io
+
+    from ui.cli import main
+
+    case = hostile.get(kind)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["client", str(case.path), "--url", server.served.ws], out=out, err=err)
+    lines = err.getvalue().strip().splitlines()
+    assert (code, out.getvalue()) == (2, ""), err.getvalue()
+    assert len(lines) == 1 and case.path.name in lines[0] and "Traceback" not in lines[0], lines
