@@ -12,11 +12,14 @@ Every PyAV quirk is handled in this module and nowhere else:
 - ``VideoFrame.side_data`` raises ValueError on side-data types av does not know (JPEG EXIF): never read.
 - stills go through Pillow (EXIF orientation incl. mirroring, 16-bit, palette, alpha); PyAV only when
   Pillow cannot read them.
+- the pixel cap is checked on the header (Pillow's, or the stream's for videos) before any decode, and
+  every decoder gets ``max_pixels``: a frame larger than its header said is refused by FFmpeg itself.
+
+What may be opened at all (allow-listed demuxers, nothing but the file itself) is pipeline/probe.py's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Generator, Iterator, Sequence
 from itertools import chain
@@ -28,24 +31,15 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import DecodeError, EmptyMedia, MediaNotFound, MediaTooLarge, UnsupportedMedia
+from pipeline.errors import DecodeError, MediaTooLarge, UnsupportedMedia
+from pipeline.probe import check_file, check_pixels, file_sha256, is_still, open_container
 from pipeline.types import Frame, MediaInfo, SampleMode, SamplingPolicy
 
 _EPS_S = 1e-6  # pts * time_base and k * every_s differ in the last float bits
 _FALLBACK_FPS = 25.0  # FFmpeg's own guess when a stream states no rate at all
-_STILL_FORMATS = frozenset({"image2", "image2pipe", "gif", "apng"})  # plus every "*_pipe" demuxer
 _PIL_STILLS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "GIF", "TIFF", "PPM", "ICO"})
 # EXIF orientation -> clockwise display rotation (mirrored variants keep their rotation part)
 _EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: 270, 6: 90, 7: 90, 8: 270}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Schedule:
@@ -94,15 +88,6 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("P", "PA"):
         im = im.convert("RGBA")  # palette transparency must go through RGBA to avoid Pillow's warning
     return np.array(im.convert("RGB"), dtype=np.uint8)
-
-
-# FFmpeg renders text files (.txt, .nfo, .ans, BinText) as "video" through these demuxers: not media
-_TEXT_ART_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
-
-
-def _is_still(format_name: str) -> bool:
-    first = format_name.split(",")[0]
-    return first.endswith("_pipe") or first in _STILL_FORMATS
 
 
 class MediaReader:
@@ -154,23 +139,9 @@ class MediaReader:
 
     def _open(self) -> None:
         path, name = self._path, self._name
-        if not path.exists():
-            raise MediaNotFound(f"{name}: no such file")
-        if not path.is_file():
-            raise UnsupportedMedia(f"{name} is not a regular file")
-        size = path.stat().st_size
-        if size == 0:
-            raise EmptyMedia(f"{name} is empty (0 bytes)")
+        size = check_file(path)
         sha = file_sha256(path)
-        try:
-            self._container = av.open(str(path))
-        except av.FileNotFoundError:
-            raise MediaNotFound(f"{name}: no such file") from None
-        except av.FFmpegError as e:
-            raise UnsupportedMedia(
-                f"{name} is not a video or image this service can read (damaged, truncated or another "
-                f"kind of file): {e.strerror or e}"
-            ) from None
+        self._container = open_container(path, max_pixels=self._max_image_pixels)
         cover_art = av.stream.Disposition.attached_pic  # mp3/m4a covers are one-picture "video" streams
         streams = [s for s in self._container.streams.video if not s.disposition & cover_art]
         if not streams:
@@ -179,21 +150,17 @@ class MediaReader:
         if stream.codec_context is None:
             raise UnsupportedMedia(f"{name} uses a video codec this installation cannot decode")
         fmt = self._container.format.name
-        if fmt.split(",")[0] in _TEXT_ART_FORMATS:
-            raise UnsupportedMedia(f"{name} is a text file, not a video or image (FFmpeg reads it as {fmt!r})")
         codec = stream.codec_context.codec.canonical_name
         facts = dict(name=name, size_bytes=size, sha256=sha, container=fmt, codec=codec)
-        if _is_still(fmt):
+        # the decoder itself refuses frames over the cap, whatever the header said (av applies these at open)
+        stream.codec_context.options = {**stream.codec_context.options, "max_pixels": str(self._max_image_pixels)}
+        if is_still(fmt):
             self._open_still(stream, facts)
         else:
             self._open_video(stream, facts)
 
     def _check_pixels(self, width: int, height: int) -> None:
-        if width * height > self._max_image_pixels:
-            raise MediaTooLarge(
-                f"{self._name} is {width}×{height} = {width * height:,} pixels; "
-                f"the limit is {self._max_image_pixels:,} pixels"
-            )
+        check_pixels(self._name, width, height, self._max_image_pixels)
 
     def _open_still(self, stream: Any, facts: dict[str, Any]) -> None:
         self._check_pixels(stream.width, stream.height)  # from the header: nothing decoded yet
@@ -203,9 +170,14 @@ class MediaReader:
             raise MediaTooLarge(f"{self._name} is too large to decode safely: {e}") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             im = None
+        if im is not None:
+            try:
+                self._check_pixels(*im.size)  # Pillow's header, also for formats it then leaves to PyAV
+            except MediaTooLarge:
+                im.close()
+                raise
         if im is not None and im.format in _PIL_STILLS:
             self._pil = im
-            self._check_pixels(*im.size)
             rotation = _EXIF_ROTATION.get(int(im.getexif().get(0x0112, 1) or 1), 0)
             width, height = im.size
         else:
@@ -234,6 +206,7 @@ class MediaReader:
 
     def _open_video(self, stream: Any, facts: dict[str, Any]) -> None:
         container, policy = self._container, self._policy
+        self._check_pixels(stream.codec_context.width, stream.codec_context.height)  # header: nothing decoded yet
         tb = stream.time_base
         duration_s: float | None = None
         if stream.duration is not None and tb is not None:

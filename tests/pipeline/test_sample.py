@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline.errors import DecodeError, EmptyMedia, MediaNotFound, MediaTooLarge, UnsupportedMedia
-from pipeline.sample import file_sha256, open_media
+from pipeline.sample import open_media
 from pipeline.types import Frame, SampleMode, SamplingPolicy
 from tests.media import encode_audio_only, encode_video, face_scene
 
@@ -87,13 +87,6 @@ def test_media_info_of_cfr_clip(cfr_clip: Path) -> None:
     assert info.fps == pytest.approx(FPS) and info.duration_s == pytest.approx(3.0)
     assert info.frame_count == N and info.size_bytes == cfr_clip.stat().st_size
     assert info.sha256 == hashlib.sha256(cfr_clip.read_bytes()).hexdigest()
-
-
-def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
-    data = np.random.default_rng(1).bytes(3 * (1 << 20) + 17)  # spans several 1 MiB chunks
-    path = tmp_path / "blob.bin"
-    path.write_bytes(data)
-    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_every_s_on_vfr_clip_uses_presentation_time(tmp_path: Path) -> None:
