@@ -21,6 +21,17 @@ from pipeline.types import FaceBox, Frame, PreprocessProfile
 _MTCNN_CELL_PX = 12  # PNet's window: a smaller min face size would make MTCNN upsample the image
 
 
+def pyramid_has_a_scale(height_px: int, width_px: int, min_face_px: float) -> bool:
+    """Whether MTCNN's image pyramid has at least one scale for an image of this size.
+
+    facenet_pytorch's ``detect_face`` starts at ``m = 12 / minsize`` and adds scales while
+    ``min(h, w) * m * factor**k >= 12``; with no scale at all it calls ``torch.cat([])`` and raises.
+    So an image can hold a face only when ``min(h, w) * (12 / minsize) >= 12``, i.e. its short side
+    is at least ``min_face_px`` (computed with detect_face's own float expression, so the edge agrees).
+    """
+    return min(height_px, width_px) * (12.0 / min_face_px) >= 12
+
+
 class _ChannelsLastMaxPool(torch.nn.Module):
     """``pool`` computed on a channels-last copy, returned in the input's (contiguous) layout.
 
@@ -115,9 +126,12 @@ class FaceDetector:
             back = None
         # MTCNN's min_face_size only sets where its image pyramid starts; keep it in original pixels.
         min_px = self.min_face_px if min_face_px is None else min_face_px
+        mtcnn_min_px = min_px if back is None else max(float(_MTCNN_CELL_PX), min_px * dw / w)
+        if not pyramid_has_a_scale(dh, dw, mtcnn_min_px):
+            return [[] for _ in frames]  # too small to hold a face of the searched size (1×1, 38×38, 1×5000...)
         batch = np.ascontiguousarray(np.stack(images))  # N×H×W×3 uint8: MTCNN then keeps batch layout
         with self._lock, torch.no_grad():
-            self._mtcnn.min_face_size = min_px if back is None else max(float(_MTCNN_CELL_PX), min_px * dw / w)
+            self._mtcnn.min_face_size = mtcnn_min_px
             boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
         return [self._normalise(frame, boxes[i], probs[i], points[i], back, (w, h)) for i, frame in enumerate(frames)]
 

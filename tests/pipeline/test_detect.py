@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
 
-from pipeline.detect import FaceDetector, crop_faces
+from pipeline.config import Settings
+from pipeline.detect import FaceDetector, crop_faces, pyramid_has_a_scale
+from pipeline.engine import Engine
 from pipeline.models import SEED_PROFILE
-from pipeline.types import FaceBox, Frame, PreprocessProfile
-from tests.media import ASTRONAUT_FACE_XYXY, astronaut, face_scene, shared_media
+from pipeline.run import analyze
+from pipeline.types import FaceBox, Frame, FrameVerdict, Label, PreprocessProfile, Report
+from tests.media import ASTRONAUT_FACE_XYXY, astronaut, encode_video, face_scene, face_tile, shared_media
 
 CPU = torch.device("cpu")
 TILE_SRC = (140, 20, 310, 190)  # the astronaut crop that tests.media.face_tile resizes into a tile
@@ -141,3 +148,54 @@ def test_shared_multiface_photo_finds_all_six(detector: FaceDetector) -> None:
     assert len(faces) == 6
     xs = [f.xyxy[0] for f in faces]
     assert xs == sorted(xs)
+
+
+@pytest.mark.parametrize("min_face_px", [20, 40, 57])
+def test_pyramid_rule_matches_facenet(min_face_px: int) -> None:
+    # the rule's edge is exactly where facenet-pytorch's own detect starts to work
+    mtcnn = MTCNN(keep_all=True, min_face_size=min_face_px, device=CPU)
+    side = next(s for s in range(1, 200) if pyramid_has_a_scale(s, s, min_face_px))
+    assert side == min_face_px
+    with pytest.raises((RuntimeError, ValueError), match="non-empty list"):
+        mtcnn.detect(np.zeros((side - 1, side - 1, 3), np.uint8))
+    assert mtcnn.detect(np.zeros((side, side, 3), np.uint8))[0] is None  # runs, finds nothing
+
+
+@pytest.mark.parametrize(
+    ("height", "width"), [(1, 1), (2, 2), (19, 19), (38, 38), (39, 39), (1, 4000), (4000, 1), (40, 5000)]
+)
+def test_frames_too_small_for_the_pyramid_have_no_face(detector: FaceDetector, height: int, width: int) -> None:
+    frames = [Frame(i, i / 10, np.full((height, width, 3), 128, np.uint8)) for i in range(2)]
+    assert detector.detect(frames) == [[], []]  # 40×5000: 5×640 once downscaled to the 640-px side
+
+
+def test_a_frame_at_the_threshold_still_runs_mtcnn(detector: FaceDetector) -> None:
+    assert detector.min_face_px == 40
+    (faces,) = detector.detect([Frame(0, 0.0, np.ascontiguousarray(face_tile(40)))])
+    assert len(faces) == 1  # a 40×40 frame that is all face: found
+    assert detector.detect([Frame(0, 0.0, np.ascontiguousarray(face_tile(39)))]) == [[]]
+    assert detector.detect([Frame(0, 0.0, np.full((40, 40, 3), 128, np.uint8))]) == [[]]
+
+
+@pytest.fixture(scope="module")
+def engine_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Settings]]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data"), device="cpu")
+    with Engine.open(settings, allow_untrained=True) as engine:
+        yield engine, settings
+
+
+@pytest.mark.parametrize("size", [1, 2, 19])  # photos are searched for faces from 20 px (Settings.min_face_px)
+def test_tiny_photo_reports_no_face(tmp_path: Path, engine_settings: tuple[Engine, Settings], size: int) -> None:
+    path = tmp_path / f"tiny{size}.png"
+    Image.fromarray(face_tile(size)).save(path)
+    report = list(analyze(path, *engine_settings))[-1]
+    assert isinstance(report, Report) and report.label is Label.NO_FACE and report.score is None
+
+
+@pytest.mark.parametrize("size", [16, 38])  # videos from 40 px (Settings.video_min_face_px)
+def test_tiny_video_reports_no_face(tmp_path: Path, engine_settings: tuple[Engine, Settings], size: int) -> None:
+    clip = encode_video(tmp_path / "tiny.mp4", [np.ascontiguousarray(face_tile(size))] * 10, fps=10)
+    events = list(analyze(clip, *engine_settings))
+    report = events[-1]
+    assert isinstance(report, Report) and report.label is Label.NO_FACE
+    assert report.media.width == size and any(isinstance(e, FrameVerdict) and e.score is None for e in events)
