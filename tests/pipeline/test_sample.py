@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -11,7 +17,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline.errors import DecodeError, EmptyMedia, MediaNotFound, MediaTooLarge, UnsupportedMedia
-from pipeline.sample import open_media
+from pipeline.sample import MediaReader, open_media
 from pipeline.types import Frame, SampleMode, SamplingPolicy
 from tests.media import encode_audio_only, encode_video, face_scene
 
@@ -346,3 +352,103 @@ def test_still_pillow_cannot_use_is_decoded_by_pyav(tmp_path: Path) -> None:
     reader, frames = read(path)
     assert reader.info.is_image and reader.info.codec == "qoi"
     assert np.array_equal(frames[0].image, marked_frame())
+
+
+def test_video_pixel_cap_is_checked_on_the_header_before_any_decode(
+    cfr_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_decode(self: MediaReader, stream: object) -> None:
+        raise AssertionError("a frame was decoded before the pixel cap was checked")
+
+    monkeypatch.setattr(MediaReader, "_decode", no_decode)
+    with pytest.raises(MediaTooLarge, match=r"cfr\.mp4 is 160×120 = 19,200 pixels; the limit is 10,000 pixels"):
+        open_media(cfr_clip, SamplingPolicy(), max_image_pixels=10_000)
+
+
+def test_video_growing_past_the_cap_mid_stream_is_stopped_by_the_decoder(tmp_path: Path) -> None:
+    # raw H.264 whose first SPS says 64×64 and a later one 640×480: the header check cannot see it,
+    # the decoder's max_pixels refuses the big frames, so none is ever allocated or yielded
+    small = encode_video(tmp_path / "a.h264", [np.full((64, 64, 3), 50, np.uint8)] * 5, fps=FPS)
+    big = encode_video(tmp_path / "b.h264", [np.full((480, 640, 3), 150, np.uint8)] * 5, fps=FPS)
+    grown = tmp_path / "grown.h264"
+    grown.write_bytes(small.read_bytes() + big.read_bytes())
+    got: list[Frame] = []
+    with open_media(grown, P(SampleMode.ALL), max_image_pixels=100_000) as reader:
+        assert (reader.info.width, reader.info.height) == (64, 64)
+        with pytest.raises(DecodeError, match="grown.h264"):
+            got.extend(reader.frames())
+    assert 0 < len(got) <= 5 and all(f.image.shape == (64, 64, 3) for f in got)
+    _, uncapped = read(grown)
+    assert [f.image.shape[1] for f in uncapped] == [64] * 5 + [640] * 5  # the file itself is fine
+
+
+def _png_header_bomb(path: Path, width: int, height: int) -> Path:
+    """A PNG whose IHDR declares width×height RGB but whose data is a few bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def _qoi_header_bomb(path: Path, width: int, height: int) -> Path:
+    """A QOI (Pillow identifies it, PyAV decodes it) whose header declares width×height."""
+    path.write_bytes(b"qoif" + struct.pack(">IIBB", width, height, 3, 0) + b"\xfe\x00\x00\x00" + b"\0" * 7 + b"\1")
+    return path
+
+
+@pytest.mark.parametrize("make", [_png_header_bomb, _qoi_header_bomb])
+@pytest.mark.parametrize(
+    ("side", "message"),
+    [
+        (8_000, r"bomb\.img is 8000×8000 = 64,000,000 pixels; the limit is 50,000,000 pixels"),
+        (20_000, r"bomb\.img is too large to decode safely: .*400000000 pixels"),  # past Pillow's own bomb limit
+    ],
+)
+def test_still_whose_header_claims_a_huge_size_is_refused_fast(
+    tmp_path: Path, make: Callable[..., Path], side: int, message: str
+) -> None:
+    path = make(tmp_path / "bomb.img", side, side)
+    start = time.perf_counter()
+    with pytest.raises(MediaTooLarge, match=message):
+        open_media(path, SamplingPolicy())
+    assert time.perf_counter() - start < 5
+
+
+_BIG_VIDEO_CHILD = """
+import resource, sys, time
+from pathlib import Path
+from pipeline.errors import MediaTooLarge
+from pipeline.sample import open_media
+from pipeline.types import SamplingPolicy
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+try:
+    open_media(Path(sys.argv[1]), SamplingPolicy())
+    print("opened")
+except MediaTooLarge as e:
+    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    print(f"{time.perf_counter() - start:.3f} {growth_mb:.1f} {e}")
+"""
+
+
+def test_real_12000_square_video_is_refused_fast_at_flat_memory(tmp_path: Path) -> None:
+    path = tmp_path / "huge.mp4"
+    with av.open(str(path), "w") as out:  # one 144-Mpx H.264 frame, made from a yuv420p frame (no RGB copy)
+        stream = out.add_stream("libx264", rate=1, options={"preset": "ultrafast"})
+        stream.width = stream.height = 12_000
+        stream.pix_fmt = "yuv420p"
+        frame = av.VideoFrame(12_000, 12_000, "yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.pts = 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    run = subprocess.run([sys.executable, "-c", _BIG_VIDEO_CHILD, str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    seconds, growth_mb, message = run.stdout.strip().split(" ", 2)
+    assert message == "huge.mp4 is 12000×12000 = 144,000,000 pixels; the limit is 50,000,000 pixels"
+    assert float(seconds) < 5 and float(growth_mb) < 300, (seconds, growth_mb)
