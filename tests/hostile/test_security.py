@@ -236,6 +236,22 @@ def test_pickle_checkpoint_never_runs_through_put_models(tmp_path, layout, open_
     assert status == 404 and error_code(answer) == "unknown_model" and not marker.exists()
 
 
+def test_pickle_checkpoint_never_runs_at_server_start_or_activation(tmp_path):
+    """A payload that reached the models folder some other way: named by DFF_CHECKPOINT, or the newest
+    file there, or activated by name. The server starts without a model and never runs it."""
+    marker = tmp_path / "ran"
+    models = tmp_path / "models"
+    models.mkdir()
+    evil = evil_checkpoint(models / "evil.pth", marker, "nested")
+    for checkpoint in (evil, None):
+        with serving(make_settings(tmp_path / "data", models, checkpoint=checkpoint)) as served:
+            status, _, body = request(served, "GET", "/healthz")
+            assert status == 200 and json.loads(body)["status"] == "no_model"
+            status, _, body = request(served, "POST", "/v1/models/evil.pth/activate")
+            assert status == 422 and error_code(body) == "bad_checkpoint"
+            assert not marker.exists(), "unpickling the checkpoint ran code"
+
+
 # ------------------------------------------------------------------------------------------ the token
 
 
