@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from pipeline.threads import apply_entry_thread_environment
 from ui import cmd_analyze, cmd_models, cmd_serve
 
 
@@ -82,12 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Analyse each file: a progress bar per file, a verdict line per file, optional JSON "
         "report and per-face CSV. Exit code 0 when every file was analysed, 1 when some failed (each "
         "with a one-line reason; the others are still processed), 2 when nothing could start "
-        "(no model, bad option).",
+        "(no model, bad option), 130 when interrupted (Ctrl-C).",
+        epilog=cmd_analyze.REPORT_NAME_RULE,
     )
     scan.add_argument("files", nargs="+", type=Path, help="photos (jpg, png, webp, bmp, gif) or videos")
-    scan.add_argument("--json", type=Path, metavar="DIR", help="write DIR/<file>.json reports")
+    scan.add_argument("--json", type=Path, metavar="DIR", help="write DIR/<file>.json reports (names: see below)")
     scan.add_argument("--csv", type=Path, metavar="DIR", help="write DIR/<file>.csv, one row per face")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    scan.add_argument(
+        "--debug", action="store_true", help="after an internal error's one-line reason, print its traceback"
+    )
     _add_analysis_options(scan)
     scan.set_defaults(func=cmd_analyze.scan)
 
@@ -115,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         "client",
         help="stream a file to a running server and print frames as they arrive",
         description="Upload FILE to a running `dff serve`, print each analysed frame as it arrives, then the "
-        "verdict line. Exit code 0 on a complete report, 1 when the server reports an error, 2 when the "
-        "server cannot be reached or refuses the connection.",
+        "verdict line. Exit code 0 on a complete report, 1 when the server reports an error, 2 when FILE "
+        "is missing, a directory or unreadable, or the server cannot be reached or refuses the connection.",
     )
     client.add_argument("file", nargs="?", type=Path, help="photo or video to analyse")
     client.add_argument("--attach", metavar="JOB_ID", help="follow a job started elsewhere instead")
@@ -236,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    # Before anything imports torch: OpenMP's wait policy and the torch thread count, unless the user set
+    # them (OMP_WAIT_POLICY, DFF_TORCH_THREADS); why and the figures: pipeline/threads.py.
+    apply_entry_thread_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.func(args, out or sys.stdout, err or sys.stderr)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -33,7 +35,8 @@ _NO_PROXY: dict[str, Any] = {"proxy": None} if "proxy" in inspect.signature(conn
 
 class ClientError(Exception):
     """The conversation could not happen or broke off. ``code``: "connect", "unauthorized", "forbidden",
-    "handshake", "bad_reply" (the server sent something that is not protocol), "connection_lost"."""
+    "handshake", "bad_reply" (the server sent something that is not protocol), "connection_lost", "file"
+    (the file to upload is missing, a directory or unreadable)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -94,17 +97,61 @@ async def analyze_file(
     """Upload ``path`` and yield every server message as it arrives; the last is ``Done`` or ``Error``.
 
     Waits for ``progress(uploading)`` before sending any byte, so a refusal (busy, too large, no model)
-    costs no upload. Raises ClientError when the connection fails or breaks off.
+    costs no upload. Raises ClientError when the connection fails or breaks off, and with code ``file``
+    (before connecting) when ``path`` is missing, a directory, not a regular file or cannot be read.
     """
     path = Path(path)
-    size = path.stat().st_size
+    fh, size = _open_upload(path)
+    with fh:
+        async for message in _upload(fh, size, name or path.name, url, token, options, open_timeout_s):
+            yield message
+
+
+def _open_upload(path: Path) -> tuple[BinaryIO, int]:
+    """``path`` opened for reading and its size in bytes; ClientError("file") with the reason otherwise.
+
+    Checked (stat, open, one byte read) before any connection, so a bad path costs no server slot; stat
+    comes first because opening a FIFO would block until something writes to it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ClientError("file", f"{path}: no such file") from None
+    except OSError as err:
+        raise ClientError("file", f"{path}: cannot read: {err.strerror or err}") from None
+    if stat.S_ISDIR(mode):
+        raise ClientError("file", f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise ClientError("file", f"{path}: not a regular file")
+    try:
+        fh = path.open("rb")
+    except OSError as err:
+        raise ClientError("file", f"{path}: cannot open: {err.strerror or err}") from None
+    try:
+        size = os.fstat(fh.fileno()).st_size
+        fh.read(1)  # a file that opens but cannot be read (EIO, a revoked mount) fails here, not mid-upload
+        fh.seek(0)
+    except OSError as err:
+        fh.close()
+        raise ClientError("file", f"{path}: cannot read: {err.strerror or err}") from None
+    return fh, size
+
+
+async def _upload(
+    fh: BinaryIO,
+    size: int,
+    name: str,
+    url: str,
+    token: str | None,
+    options: p.Options | None,
+    open_timeout_s: float,
+) -> AsyncIterator[p.Message]:
     ws = await _connect(url, token, open_timeout_s)
     async with ws:
         hello = await _recv(ws)
         yield hello
         if not isinstance(hello, p.Hello):
             raise ClientError("bad_reply", f"expected hello, got {hello.TYPE}")
-        start = p.Start(name=name or path.name, size_bytes=size, options=options or p.Options())
+        start = p.Start(name=name, size_bytes=size, options=options or p.Options())
         try:
             await ws.send(p.encode(start))
         except ConnectionClosed as err:
@@ -115,11 +162,12 @@ async def analyze_file(
             return
         chunk_bytes = min(p.CHUNK_BYTES, hello.max_message_bytes)
         try:
-            with path.open("rb") as fh:
-                while chunk := await asyncio.to_thread(fh.read, chunk_bytes):
-                    await ws.send(chunk)
+            while chunk := await asyncio.to_thread(fh.read, chunk_bytes):
+                await ws.send(chunk)
         except ConnectionClosed:
             pass  # the server refused mid-upload: its error message is still queued for _follow
+        except OSError as err:  # the file broke off while we read it; closing the socket cancels the job
+            raise ClientError("file", f"cannot read the file mid-upload: {err.strerror or err}") from None
         async for message in _follow(ws):
             yield message
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -14,6 +17,7 @@ from PIL import Image
 from pipeline.models import build_model, save_checkpoint
 from tests.media import astronaut, face_scene, moving_faces_clip
 from ui.cli import main
+from ui.cmd_analyze import report_stems
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +132,167 @@ def test_help_documents_every_option():
         "--precision",
     ):
         assert flag in proc.stdout
+
+
+# -- one bad file never stops the batch (issue 9, finding 2) ------------------------------------------------
+
+
+def _scan(checkpoint, *files, extra=()):
+    return _run("scan", *map(str, files), "--checkpoint", str(checkpoint), "--precision", "fp32", "-q", *extra)
+
+
+def test_every_bad_input_gets_one_line_and_the_good_file_after_them_is_analysed(media, checkpoint, tmp_path):
+    Image.new("RGB", (1, 1), (128, 64, 32)).save(tmp_path / "tiny.png")
+    (tmp_path / "folder.mp4").mkdir()
+    bad = [tmp_path / "tiny.png", media / "text.mp4", media / "empty.mp4", tmp_path / "folder.mp4"]
+    code, out, err = _scan(checkpoint, *bad, media / "astro.jpg")
+    assert code == 1, (out, err)
+    assert "Traceback" not in err
+    assert out.strip().splitlines()[-1].startswith("astro.jpg: ")  # the good file, after every bad one
+    errors = err.strip().splitlines()
+    for name in ("text.mp4", "empty.mp4", "folder.mp4"):
+        assert sum(line.startswith(f"{name}: error: ") for line in errors) == 1, err
+    # a 1x1 photo has no face: a verdict (once detection handles tiny frames) or one line, never a crash
+    tiny = [line for line in out.splitlines() + errors if line.startswith("tiny.png: ")]
+    assert len(tiny) in (1, 2) and ("NO FACE" in tiny[0] or "error" in tiny[0]), tiny
+
+
+def test_an_internal_error_is_one_line_naming_its_type_and_the_traceback_needs_debug(
+    media, checkpoint, tmp_path, monkeypatch
+):
+    """An exception no adapter names (a bug) in the middle file: one line, then the next file still runs."""
+    import pipeline.run
+
+    real = pipeline.run.analyze
+
+    def breaks_on_boom(path, engine, settings):
+        if Path(path).name == "boom.jpg":
+            raise ZeroDivisionError("an injected bug")
+        return real(path, engine, settings)
+
+    monkeypatch.setattr(pipeline.run, "analyze", breaks_on_boom)
+    boom = tmp_path / "boom.jpg"
+    boom.write_bytes((media / "astro.jpg").read_bytes())
+    files = (media / "three.png", boom, media / "astro.jpg")
+    code, out, err = _scan(checkpoint, *files)
+    assert code == 1
+    assert [line.split(":")[0] for line in out.strip().splitlines()] == ["three.png", "astro.jpg"]
+    assert "boom.jpg: error: internal error: ZeroDivisionError: an injected bug" in err.splitlines()
+    assert "Traceback" not in err and "--debug" in err
+    code, _, err = _scan(checkpoint, *files, extra=("--debug",))
+    assert code == 1 and "Traceback" in err and "breaks_on_boom" in err
+
+
+def test_ctrl_c_stops_the_batch(media, checkpoint, monkeypatch):
+    import pipeline.run
+
+    seen = []
+
+    def interrupted(path, engine, settings):
+        seen.append(Path(path).name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.run, "analyze", interrupted)
+    code, out, err = _scan(checkpoint, media / "astro.jpg", media / "three.png")
+    assert code == 130 and out == "" and seen == ["astro.jpg"]
+    assert "interrupted at astro.jpg; 0 of 2 files done" in err
+
+
+# -- report names: always legal, one per input (issue 9, finding 7) -----------------------------------------
+
+
+def _stem_ok(stem: str) -> None:
+    raw = os.fsencode(stem)
+    assert len(raw) + len(".json") <= 255, len(raw)
+    raw.decode("utf-8")  # cut on a character boundary: still valid UTF-8
+
+
+@pytest.mark.parametrize(
+    ("names", "expect_plain"),
+    [
+        (["a/clip.mp4", "b/photo.jpg"], [True, True]),
+        (["a/1.jpg", "b/1.jpg"], [False, False]),  # same base name in two folders: both get their path's hash
+        (["a/1.jpg", "a/1.jpg"], [True, True]),  # the same input twice is the same report
+        (["x" * 251 + ".jpg"], [False]),  # a legal 255-byte name: + ".json" would be 260
+        (["顔" * 200 + ".jpg"], [False]),  # 200 CJK characters: 604 bytes
+        (["a/Face.JPG", "b/face.jpg"], [False, False]),  # would clash on a case-insensitive disk
+        (["x" * 246 + ".jpg"], [True]),  # exactly 250 bytes: fits with .json
+    ],
+)
+def test_report_stems_are_legal_and_unique(names, expect_plain, tmp_path):
+    paths = [tmp_path / n for n in names]
+    stems = report_stems(paths)
+    for path, stem, plain in zip(paths, stems, expect_plain, strict=True):
+        _stem_ok(stem)
+        assert (stem == path.name) is plain, stem
+        if not plain:
+            digest = hashlib.sha256(os.fsencode(path.absolute())).hexdigest()[:8]
+            assert stem.endswith("-" + digest) and path.name.startswith(stem[: -len(digest) - 1])
+    distinct_inputs = {p.absolute() for p in paths}
+    assert len({s.casefold() for s in stems}) == len(distinct_inputs)
+
+
+def test_a_plain_name_that_equals_another_inputs_hashed_name_still_gets_its_own_report(tmp_path):
+    first = report_stems([tmp_path / "a" / "1.jpg", tmp_path / "b" / "1.jpg"])[0]
+    stems = report_stems([tmp_path / "a" / "1.jpg", tmp_path / "b" / "1.jpg", tmp_path / "c" / first])
+    assert stems[0] == first and len(set(stems)) == 3
+    for stem in stems:
+        _stem_ok(stem)
+
+
+def test_scan_writes_one_legal_report_per_input_for_long_and_duplicate_names(media, checkpoint, tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    long_ascii = src / ("x" * 251 + ".jpg")  # 255 bytes: the longest legal name
+    long_cjk = src / ("顔" * 83 + ".jpg")  # 253 bytes
+    for path in (long_ascii, long_cjk, src / "a" / "1.jpg"):
+        path.write_bytes((media / "astro.jpg").read_bytes())
+    Image.open(media / "three.png").convert("RGB").save(src / "b" / "1.jpg")
+    inputs = [long_ascii, long_cjk, src / "a" / "1.jpg", src / "b" / "1.jpg"]
+    out_dir = tmp_path / "out"
+    code, out, err = _scan(checkpoint, *inputs, extra=("--json", str(out_dir), "--csv", str(out_dir)))
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 4
+    reports = sorted(out_dir.glob("*.json"))
+    assert len(reports) == 4 and len(list(out_dir.glob("*.csv"))) == 4
+    by_name: dict[str, list[str]] = {}
+    for path in reports:
+        assert len(os.fsencode(path.name)) <= 255
+        media_facts = json.loads(path.read_text())["media"]
+        by_name.setdefault(media_facts["name"], []).append(media_facts["sha256"])
+    assert sorted(by_name) == sorted({p.name for p in inputs})
+    assert len(set(by_name["1.jpg"])) == 2  # a/1.jpg and b/1.jpg: two reports of two different photos
+
+
+# -- dff client on a bad path (issue 9, finding 8) -----------------------------------------------------------
+
+
+def _unreadable(tmp_path: Path) -> Path:
+    """A file that opens but cannot be read, also for root (who reads a chmod-000 file)."""
+    if os.geteuid() == 0:
+        return Path("/proc/self/mem")  # reading offset 0 of one's own address space fails with EIO
+    path = tmp_path / "locked.mp4"
+    path.write_bytes(b"\0" * 64)
+    path.chmod(0)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["directory", "missing", "unreadable", "fifo"])
+def test_client_on_a_bad_path_is_one_line_and_exit_2_before_connecting(kind, tmp_path):
+    path = {
+        "directory": tmp_path,
+        "missing": tmp_path / "nope.mp4",
+        "unreadable": _unreadable(tmp_path),
+        "fifo": tmp_path / "pipe.mp4",
+    }[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    # nothing listens on this port: had the client connected first, the error would say so
+    code, out, err = _run("client", str(path), "--url", "ws://127.0.0.1:9/v1/analyze")
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dff client: {path}: "), err
+    reason = {"directory": "is a directory", "missing": "no such file", "unreadable": "cannot", "fifo": "not a regular"}
+    assert reason[kind] in lines[0]
+    assert "Traceback" not in err and "connect" not in err
