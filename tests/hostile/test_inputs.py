@@ -271,7 +271,8 @@ def scan_run(hostile, tmp_path_factory) -> ScanRun:
     for path in out_dir.glob("*.json") if out_dir.is_dir() else ():
         body = json.loads(path.read_text())
         reports[body["media"]["name"]] = body
-    tmp_left = [str(p.relative_to(tmp_dir)) for p in tmp_dir.rglob("*")]
+    # files only: importing torch's stack makes an empty torchinductor_<user>/ cache folder, which holds nothing
+    tmp_left = [str(p.relative_to(tmp_dir)) for p in tmp_dir.rglob("*") if not p.is_dir()]
     stdout = (base / "stdout").read_text(errors="replace")
     stderr = (base / "stderr").read_text(errors="replace")
     print(f"dff scan over {len(paths)} files: exit {code}, {wall_s:.1f} s, peak RSS {peak_mb:.0f} MB")
