@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import math
 import numbers
 import re
@@ -158,6 +159,10 @@ def _coerce(tp: Any, value: Any, meta: typing.Mapping[str, Any], where: str) -> 
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise bad("an object")
+        try:  # what encode() must write back: strict JSON (finite numbers) as UTF-8 (no lone surrogates)
+            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as err:
+            raise ProtocolError("bad_message", f"{where}: not a JSON object that can be sent ({err})") from None
         return value
     if isinstance(tp, type) and issubclass(tp, Record):
         if isinstance(value, tp):

@@ -157,6 +157,33 @@ def test_construction_validates_like_decode():
         p.FrameResult(JOB, 0, 0, 0.0, None, (FACE,))
 
 
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "report",
+    [{"label": "\ud800"}, {"\udfff": 1}, {"score": float("nan")}, {"x": [float("inf")]}, {"x": {1, 2}}, _nested(100_000)],
+    ids=["surrogate-value", "surrogate-key", "nan", "inf", "set", "deep"],
+)
+def test_a_report_that_cannot_be_sent_is_refused_when_built(report):
+    """``Done.report`` is sent as strict JSON in UTF-8: what ``encode`` could not write is ``bad_message`` at
+    construction (a typed error where the message is made), never a ValueError/RecursionError at send time."""
+    with pytest.raises(p.ProtocolError) as err:
+        p.Done(JOB, {"schema": REPORT_SCHEMA, **report})
+    assert err.value.code == "bad_message"
+
+
+def test_a_decoded_report_with_a_lone_surrogate_is_bad_message():
+    text = '{"type":"done","v":1,"job_id":"' + JOB + '","report":{"schema":"' + REPORT_SCHEMA + '","n":"\\ud800"}}'
+    with pytest.raises(p.ProtocolError) as err:
+        p.decode(text, p.SERVER_MESSAGES)
+    assert err.value.code == "bad_message"
+
+
 def test_face_overlay_bytes():
     assert FACE.overlay_jpeg() == b"\xff\xd8jpeg"
     assert dataclasses.replace(FACE, overlay_jpeg_b64=None).overlay_jpeg() is None
