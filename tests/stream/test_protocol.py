@@ -166,7 +166,14 @@ def _nested(depth: int) -> dict:
 
 @pytest.mark.parametrize(
     "report",
-    [{"label": "\ud800"}, {"\udfff": 1}, {"score": float("nan")}, {"x": [float("inf")]}, {"x": {1, 2}}, _nested(100_000)],
+    [
+        {"label": "\ud800"},
+        {"\udfff": 1},
+        {"score": float("nan")},
+        {"x": [float("inf")]},
+        {"x": {1, 2}},
+        _nested(100_000),
+    ],
     ids=["surrogate-value", "surrogate-key", "nan", "inf", "set", "deep"],
 )
 def test_a_report_that_cannot_be_sent_is_refused_when_built(report):
