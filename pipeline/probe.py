@@ -26,10 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import av
+import av.logging
 
 from pipeline.errors import EmptyMedia, MediaNotFound, MediaTooLarge, UnsupportedMedia
 
@@ -122,9 +127,11 @@ def check_file(path: Path) -> int:
 def check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
     """Raise MediaTooLarge when ``width``×``height`` exceeds ``max_pixels``."""
     if width * height > max_pixels:
-        raise MediaTooLarge(
-            f"{name} is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,} pixels"
-        )
+        raise _too_many_pixels(name, width, height, max_pixels)
+
+
+def _too_many_pixels(name: str, width: int, height: int, max_pixels: int) -> MediaTooLarge:
+    return MediaTooLarge(f"{name} is {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,} pixels")
 
 
 def is_allowed(format_name: str) -> bool:
@@ -192,6 +199,55 @@ class _OneFile:
         return open(self.path, "rb")
 
 
+# FFmpeg (libavutil/imgutils.c) when max_pixels refuses a size while probing; the stream then says 0×0
+_MAX_PIXELS_LOG = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
+_log_lock = threading.Lock()
+_log_users = 0  # blocks inside ffmpeg_errors(); PyAV's log level is process-wide
+
+
+@contextmanager
+def ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's ERROR-or-worse log lines from this thread while the block runs, as (level, name, text).
+
+    PyAV leaves FFmpeg's logging off by default (its callback costs time); it is turned on at ERROR only
+    while some thread needs it, and left as it is when the user set a level. Captured lines are not
+    forwarded to Python logging; other threads' lines meanwhile go to Python's ``libav`` loggers.
+    """
+    global _log_users
+    with _log_lock:
+        if _log_users == 0 and av.logging.get_level() is None:
+            av.logging.set_level(av.logging.ERROR)
+            # PyAV holds back a repeated line and delivers it with the next different one, i.e. into the
+            # next open's capture: a refusal would then be blamed on the next file
+            av.logging.set_skip_repeated(False)
+            _log_users = 1
+        elif _log_users:
+            _log_users += 1
+    try:
+        with av.logging.Capture(local=True) as logged:
+            yield logged
+    finally:
+        with _log_lock:
+            if _log_users:
+                _log_users -= 1
+                if _log_users == 0:
+                    av.logging.set_level(None)
+                    av.logging.set_skip_repeated(True)
+
+
+def _unsized_video(container: Any) -> bool:
+    """A video stream left at 0×0: what a size refused by max_pixels while probing looks like."""
+    return any(not (s.codec_context and s.codec_context.width) for s in container.streams.video)
+
+
+def _refused_size(logged: list[tuple[int, str, str]]) -> tuple[int, int] | None:
+    """The width, height FFmpeg's max_pixels refused, if it did."""
+    for _level, _name, text in logged:
+        if m := _MAX_PIXELS_LOG.search(text):
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
 def open_container(path: Path, *, max_pixels: int) -> Any:
     """Open ``path`` with PyAV under the four locks above; returns an open ``av.InputContainer``.
 
@@ -217,10 +273,16 @@ def open_guarded(path: Path, *, max_pixels: int, allowed: frozenset[str] = ALLOW
         "enable_drefs": "0",
     }
     try:
-        container = av.open(
-            url, options={"max_pixels": str(max_pixels)}, container_options=container_options, io_open=guard
-        )
+        with ffmpeg_errors() as logged:
+            container = av.open(
+                url, options={"max_pixels": str(max_pixels)}, container_options=container_options, io_open=guard
+            )
+        if _unsized_video(container) and (size := _refused_size(logged)) is not None:
+            container.close()
+            raise _too_many_pixels(name, *size, max_pixels)
     except (av.FFmpegError, OSError) as e:  # OSError: what our io_open raised, re-raised by PyAV
+        if (size := _refused_size(logged)) is not None:
+            raise _too_many_pixels(name, *size, max_pixels) from None
         if guard.refused:
             raise refused_reference(name, "a reference format (it names other files or URLs)") from None
         if isinstance(e, FileNotFoundError):  # av.FileNotFoundError too

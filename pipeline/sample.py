@@ -177,12 +177,24 @@ class MediaReader:
                 im.close()
                 raise
         if im is not None and im.format in _PIL_STILLS:
-            self._pil = im
+            self._pil = im  # closed by close() when decoding fails
             rotation = _EXIF_ROTATION.get(int(im.getexif().get(0x0112, 1) or 1), 0)
             width, height = im.size
+            # decoded now, not in frames(): a photo that cannot be decoded is an error before anything is
+            # reported (a truncated JPEG would otherwise become an INCOMPLETE "no face" verdict)
+            self._still = self._decode_pil(im)
+            im.close()  # the pixels live in self._still now
+            self._pil = None
         else:
             if im is not None:
                 im.close()
+            elif self._container.format.name == "image2":
+                # image2 is FFmpeg's guess from the file's extension alone: no image signature matched the
+                # bytes, and Pillow knows none either, so this is another kind of file, not a damaged image
+                raise UnsupportedMedia(
+                    f"{self._name} is not an image: its bytes match no image format (only its name says "
+                    f"{self._path.suffix or 'image'})"
+                )
             try:
                 av_frame = next(self._container.decode(stream))
                 rotation = _clockwise(av_frame.rotation)
@@ -300,17 +312,18 @@ class MediaReader:
         self._gen = self._still_frames() if self.info.is_image else self._video_frames()
         return self._gen
 
+    def _decode_pil(self, im: Image.Image) -> np.ndarray:
+        """The whole still, EXIF orientation applied: H×W×3 uint8 RGB. Raises MediaTooLarge or DecodeError."""
+        try:
+            return _pil_to_rgb(ImageOps.exif_transpose(im))
+        except Image.DecompressionBombError as e:
+            raise MediaTooLarge(f"{self._name} is too large to decode safely: {e}") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DecodeError(f"{self._name} is damaged or truncated: {e}") from None
+
     def _still_frames(self) -> Iterator[Frame]:
-        image = self._still
-        if image is None:
-            assert self._pil is not None
-            try:
-                image = _pil_to_rgb(ImageOps.exif_transpose(self._pil))
-            except Image.DecompressionBombError as e:
-                raise MediaTooLarge(f"{self._name} is too large to decode safely: {e}") from None
-            except (OSError, ValueError, SyntaxError) as e:
-                raise DecodeError(f"{self._name} is damaged or truncated: {e}") from None
-        yield Frame(index=0, time_s=0.0, image=image)
+        assert self._still is not None
+        yield Frame(index=0, time_s=0.0, image=self._still)
 
     def _time_s(self, av_frame: Any, index: int) -> float:
         """Seconds since stream start: pts first, else index / fps (VFR-safe when pts exist)."""

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.logging
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import UnsupportedMedia
-from pipeline.probe import ALLOWED_DEMUXERS, file_sha256, is_allowed
+from pipeline.errors import DecodeError, MediaTooLarge, UnsupportedMedia
+from pipeline.probe import ALLOWED_DEMUXERS, ffmpeg_errors, file_sha256, is_allowed
 from pipeline.sample import open_media
 from pipeline.types import SampleMode, SamplingPolicy
 from tests.media import encode_video
@@ -191,3 +195,74 @@ def test_file_sha256_matches_hashlib(tmp_path: Path) -> None:
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+# --- what FFmpeg's probe refuses, and what only the extension claims ----------------------------------
+
+
+def zipfile_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.txt", "hello " * 100)
+    return buf.getvalue()
+
+
+def _png_coded_mov(path: Path, width: int, height: int) -> Path:
+    """A one-frame MOV whose frame is a PNG (zeros): FFmpeg must decode it to learn its size."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((height, width), np.uint8)).save(buf, format="PNG")
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = width, height, "gray"
+        packet = av.Packet(buf.getvalue())
+        packet.stream, packet.pts, packet.dts, packet.time_base = stream, 0, 0, Fraction(1, 1)
+        out.mux(packet)
+    return path
+
+
+def test_a_size_refused_while_probing_is_too_large_not_damaged(tmp_path: Path) -> None:
+    # max_pixels makes FFmpeg's probe refuse the frame and leave the stream at 0×0: the size comes from its log
+    path = _png_coded_mov(tmp_path / "big.mov", 640, 480)
+    with pytest.raises(MediaTooLarge, match=r"big.mov is 640×480 = 307,200 pixels; the limit is 100,000 pixels"):
+        open_media(path, SamplingPolicy(SampleMode.ALL), max_image_pixels=100_000)
+    with open_media(path, SamplingPolicy(SampleMode.ALL), max_image_pixels=640 * 480) as reader:
+        assert (reader.info.width, reader.info.height) == (640, 480)
+        assert [f.image.shape for f in reader.frames()] == [(480, 640, 3)]
+
+
+def test_ffmpeg_errors_turns_logging_on_only_while_needed() -> None:
+    assert av.logging.get_level() is None
+    with ffmpeg_errors() as outer, ffmpeg_errors() as inner:
+        assert av.logging.get_level() == av.logging.ERROR
+    assert av.logging.get_level() is None and outer == inner == []
+    av.logging.set_level(av.logging.WARNING)  # a user's own level is left as it is
+    try:
+        with ffmpeg_errors():
+            assert av.logging.get_level() == av.logging.WARNING
+        assert av.logging.get_level() == av.logging.WARNING
+    finally:
+        av.logging.set_level(None)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("notes.jpg", b"meeting notes, not a photo\n" * 40),
+        ("archive.png", zipfile_bytes()),
+        ("passwd.jpg", b"root:x:0:0:root:/root:/bin/bash\n" * 20),
+    ],
+)
+def test_a_file_that_is_an_image_only_by_name_is_unsupported(tmp_path: Path, name: str, data: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(UnsupportedMedia, match=rf"{name} is not an image: its bytes match no image format"):
+        open_media(path, SamplingPolicy(SampleMode.ALL))
+
+
+def test_a_truncated_photo_is_a_decode_error_at_open(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), np.uint8)).save(buf, format="JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(DecodeError, match="cut.jpg is damaged or truncated"):
+        open_media(path, SamplingPolicy(SampleMode.ALL))
