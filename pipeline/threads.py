@@ -1,21 +1,27 @@
-"""CPU thread settings for a process that runs the models, chosen once at the entry point (``ui/cli.py``)
-before anything imports torch. Imports no torch itself: OpenMP reads its variables when torch loads.
+"""CPU thread settings for a process that runs the models, chosen once at the entry point (``ui/cli.py``
+``main``, ``python -m bench``) before anything imports torch: OpenMP reads its variables when torch loads,
+so this module imports no torch itself.
 
-Why (measured with ``python -m bench.contention --matrix``, 2 vCPUs; figures in bench/results):
+The rule: ``OMP_WAIT_POLICY=PASSIVE`` unless the user set ``OMP_WAIT_POLICY`` (any value, even empty,
+wins); the torch thread count stays torch's default (one per core) unless ``DFF_TORCH_THREADS`` or
+``--threads`` says otherwise.
 
-- torch's OpenMP (libgomp) threads **spin** at the end of every parallel region, waiting for the next
-  one, unless ``OMP_WAIT_POLICY=PASSIVE``. Beside other busy processes a spinning thread burns the
-  time slices its sibling threads need, and each parallel region waits for the slowest (descheduled)
-  thread: the analysis collapsed to a fraction of its quiet speed.
-- With one thread per two cores a parallel region no longer needs every core of the machine, so a few
-  busy neighbours slow it down by their share of the CPU instead of stalling each region; on an idle
-  machine it costs part of the speed of all cores (see the module's figures below).
+Why: torch's OpenMP (libgomp) threads *spin* after every parallel region, waiting for the next one. On a
+CPU shared with other busy processes a spinning thread burns the time slice its sibling needs, and each
+parallel region then waits for its slowest, descheduled thread: the pipeline collapses. Measured with
+``python -m bench.contention --matrix`` (720p clip, every frame, 2 vCPUs, 2 ``while True: pass``
+processes beside it; medians of 3 rounds on a machine other jobs shared too, so the quiet numbers are
+noisy; figures in bench/results/*-contention.json):
 
-The rule (each only when the user has not set the variable: an explicit value always wins):
+    threads, wait policy     quiet ms/frame   beside 2 busy   ratio
+    2 (default), spin              182            5426        0.03
+    1, spin                        547            2033        0.27
+    2 (default), PASSIVE           334             583        0.57
+    1, PASSIVE                     323             929        0.35
 
-- ``OMP_WAIT_POLICY=PASSIVE``: waiting threads sleep instead of spinning;
-- ``DFF_TORCH_THREADS`` = half the CPUs this process may run on (at least 1): Settings.torch_threads,
-  applied by ``Engine.open`` (and by ``dff train``/``dff eval``; ``--threads`` overrides it there).
+PASSIVE keeps the throughput beside 2 busy processes above half of quiet; one thread did not help (it gives
+up the second core while the other processes take only their share of it). PASSIVE costs some quiet speed
+(sleeping threads wake slower than spinning ones) on a machine that has nothing else to do.
 """
 
 from __future__ import annotations
@@ -24,21 +30,13 @@ import os
 import sys
 from collections.abc import Mapping, MutableMapping
 
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. under ``taskset`` or a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+ENTRY_THREAD_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def entry_thread_environment(environ: Mapping[str, str], cpus: int | None = None) -> dict[str, str]:
-    """The variables the entry point adds to ``environ`` (pure): only those not already set (an empty
-    value counts as set); ``cpus`` defaults to :func:`usable_cpus`."""
-    n = usable_cpus() if cpus is None else cpus
-    wanted = {"OMP_WAIT_POLICY": "PASSIVE", "DFF_TORCH_THREADS": str(max(1, n // 2))}
-    return {k: v for k, v in wanted.items() if k not in environ}
+def entry_thread_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables the entry point adds to ``environ`` (pure): those of ENTRY_THREAD_ENVIRONMENT that
+    are not set there already (an empty value counts as set: the user's choice)."""
+    return {k: v for k, v in ENTRY_THREAD_ENVIRONMENT.items() if k not in environ}
 
 
 def apply_entry_thread_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dff",
         description="DeepFake Forensics: are the faces in this photo or video real or deepfaked?",
+        epilog="Threads: dff sets OMP_WAIT_POLICY=PASSIVE unless it is already set (spinning OpenMP threads "
+        "made analysis 30x slower beside other busy processes); DFF_TORCH_THREADS sets torch's thread count "
+        "(default: one per core).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -241,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    # Before anything imports torch: OpenMP's wait policy and the torch thread count, unless the user set
-    # them (OMP_WAIT_POLICY, DFF_TORCH_THREADS); why and the figures: pipeline/threads.py.
+    # Before anything imports torch: OpenMP's wait policy (PASSIVE unless the user set OMP_WAIT_POLICY);
+    # why, with the figures: pipeline/threads.py.
     apply_entry_thread_environment()
     parser = build_parser()
     args = parser.parse_args(argv)

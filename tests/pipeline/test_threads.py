@@ -10,22 +10,20 @@ import sys
 
 import pytest
 
-from pipeline.threads import apply_entry_thread_environment, entry_thread_environment, usable_cpus
+from pipeline.threads import apply_entry_thread_environment, entry_thread_environment
 
 
 @pytest.mark.parametrize(
-    ("environ", "cpus", "added"),
+    ("environ", "added"),
     [
-        ({}, 1, {"OMP_WAIT_POLICY": "PASSIVE", "DFF_TORCH_THREADS": "1"}),
-        ({}, 2, {"OMP_WAIT_POLICY": "PASSIVE", "DFF_TORCH_THREADS": "1"}),
-        ({}, 16, {"OMP_WAIT_POLICY": "PASSIVE", "DFF_TORCH_THREADS": "8"}),
-        ({"OMP_WAIT_POLICY": "ACTIVE"}, 4, {"DFF_TORCH_THREADS": "2"}),
-        ({"DFF_TORCH_THREADS": "0"}, 4, {"OMP_WAIT_POLICY": "PASSIVE"}),  # 0 = the user asks for torch's default
-        ({"OMP_WAIT_POLICY": "", "DFF_TORCH_THREADS": "3"}, 4, {}),  # set, even empty: the user's choice
+        ({}, {"OMP_WAIT_POLICY": "PASSIVE"}),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, {}),  # the user's value wins
+        ({"OMP_WAIT_POLICY": ""}, {}),  # set, even empty: the user's choice
+        ({"DFF_TORCH_THREADS": "1"}, {"OMP_WAIT_POLICY": "PASSIVE"}),
     ],
 )
-def test_entry_environment_adds_only_what_the_user_did_not_set(environ, cpus, added) -> None:
-    assert entry_thread_environment(environ, cpus=cpus) == added
+def test_entry_environment_adds_only_what_the_user_did_not_set(environ, added) -> None:
+    assert entry_thread_environment(environ) == added
 
 
 def test_nothing_changes_once_torch_is_loaded() -> None:
@@ -57,6 +55,6 @@ def _probe(tmp_path, **env: str) -> dict:
 
 def test_the_dff_entry_point_sets_them_before_torch_loads_and_keeps_the_users(tmp_path) -> None:
     # `dff models` imports torch; the variables are there, so they were set before (after, nothing is set)
-    assert _probe(tmp_path) == {"omp": "PASSIVE", "threads": max(1, usable_cpus() // 2)}
+    assert _probe(tmp_path) == {"omp": "PASSIVE", "threads": 0}  # 0: torch's default thread count
     got = _probe(tmp_path, OMP_WAIT_POLICY="ACTIVE", DFF_TORCH_THREADS="0")
     assert got["omp"] == "ACTIVE" and got["threads"] == 0
