@@ -275,6 +275,7 @@ class Error(_Message):
 
 CLIENT_MESSAGES: tuple[type[_Message], ...] = (Start, Attach)
 SERVER_MESSAGES: tuple[type[_Message], ...] = (Hello, Progress, Accepted, FrameResult, Done, Error)
+FINAL_MESSAGES: tuple[type[_Message], ...] = (Done, Error)  # a conversation ends with exactly one of these
 Message = Start | Attach | Hello | Progress | Accepted | FrameResult | Done | Error
 _BY_TYPE: dict[str, type[_Message]] = {m.TYPE: m for m in CLIENT_MESSAGES + SERVER_MESSAGES}
 _RECORDS: tuple[type[Record], ...] = (Options, ModelSummary, Media, Policy, Face)

@@ -26,12 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -61,22 +64,31 @@ class _Gone(Exception):
 
 
 class _Connection:
-    """One websocket conversation; every send goes through one lock so two tasks never interleave frames."""
+    """One websocket conversation; every send goes through one lock so two tasks never interleave frames,
+    and the first final message (``done`` or ``error``) ends it: nothing is sent after it."""
 
     def __init__(self, ws: WebSocket, service: Service) -> None:
         self.ws = ws
         self.service = service
         self._send_lock = asyncio.Lock()
+        self.ended = False  # a final message was sent (checked and set under the send lock)
 
-    async def send_text(self, text: str) -> None:
+    async def send_text(self, text: str, *, final: bool) -> None:
+        """Send one encoded message; ``final`` if it is ``done``/``error``. Dropped once the conversation
+        ended: two tasks may race to end it (the job's end in ``_pump``, a refusal in ``_watch``), and the
+        one that waited on the lock must not send a second final message."""
         async with self._send_lock:
+            if self.ended:
+                log.debug("connection %s: ended, not sent: %.80s", self.ws.client, text)
+                return
+            self.ended = final
             try:
                 await self.ws.send_text(text)
             except (WebSocketDisconnect, OSError, RuntimeError) as err:
                 raise _Gone(str(err)) from None
 
     async def send(self, message: p.Message) -> None:
-        await self.send_text(p.encode(message))
+        await self.send_text(p.encode(message), final=isinstance(message, p.FINAL_MESSAGES))
 
     async def fail(self, code: str, message: str, job_id: str | None = None) -> None:
         await self.send(p.Error(code=code, message=message, job_id=job_id))
@@ -233,8 +245,16 @@ class _Connection:
             job.detach(queue)
 
     async def _pump(self, queue: asyncio.Queue[str | None]) -> None:
-        while (text := await queue.get()) is not None:
-            await self.send_text(text)
+        """Send the job's encoded messages. Its final one is the one the end marker ``None`` follows: Job
+        queues both in one step (``_deliver``, and ``attach`` for a finished job), so the marker is already
+        there when the final message is taken; decoding each message (frames with overlays) to learn its
+        type would cost more and say the same."""
+        text = await queue.get()
+        while text is not None:
+            known = not queue.empty()  # the next item has arrived (one event loop thread: no race here)
+            after = queue.get_nowait() if known else None
+            await self.send_text(text, final=known and after is None)
+            text = after if known else await queue.get()
 
     async def _watch(self, job: Job) -> None:
         await self.receive(None)  # returns only if the client sends something: it should not
@@ -292,11 +312,40 @@ def create_app(settings: Settings, *, allow_untrained: bool = False) -> Starlett
     app = Starlette(
         routes=[*http_routes(), WebSocketRoute("/v1/analyze", analyze_endpoint)],
         middleware=[Middleware(RequestGuard, settings=settings)],  # outermost but for what mounts add later
-        exception_handlers={StoreError: _store_failed, Exception: _internal},
+        exception_handlers={HTTPException: _http_error, StoreError: _store_failed, Exception: _internal},
         lifespan=lifespan,
     )
+    # No redirect to the path without its trailing slash: no route here ends with one, and an id ending in an
+    # escaped slash (/v1/reports/%2e%2e%2f) would get a body-less 307 to /v1/reports/.. instead of a JSON 404
+    app.router.redirect_slashes = False
     app.state.service = service
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route matched: 404, a route without this method: 405) in the JSON error
+    body every route uses, never Starlette's plain-text page. Only the stream app's: a mounted app (the
+    web UI) answers for its own paths."""
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        raise exc
+    if exc.status_code in (204, 304):  # no body allowed
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        code, message = "not_found", f"no route for {request.method} {request.url.path[:200]}"
+    elif exc.status_code == 405:
+        code = "method_not_allowed"
+        message = f"{request.method} is not allowed on {request.url.path[:200]} (allowed: {headers.get('Allow', '-')})"
+    else:  # another status Starlette raises: its phrase as the code (400 "Bad Request" -> bad_request)
+        code, message = re.sub(r"[^a-z]+", "_", _phrase(exc.status_code).lower()).strip("_"), exc.detail
+    return error(exc.status_code, code, message, **headers)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # a status outside the standard ones
+        return "http error"
 
 
 async def _store_failed(request: Request, exc: Exception) -> Response:

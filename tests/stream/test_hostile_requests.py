@@ -122,6 +122,37 @@ def test_an_unexpected_exception_in_a_route_is_a_json_500(server, monkeypatch):
     assert error["code"] == "internal" and "secret" not in error["message"]
 
 
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/v1/reports/..%2F..%2Fetc%2Fpasswd"),  # %2F decodes to "/": no report route matches
+        ("GET", "/v1/reports/%2e%2e%2f"),  # "/v1/reports/../": no redirect to "/v1/reports/.."
+        ("GET", "/v1/reports/"),
+        ("GET", "/v1/reports/a/b/c"),
+        ("GET", "/etc/passwd"),
+        ("DELETE", "/nothing/here"),
+    ],
+)
+def test_a_path_no_route_matches_is_a_json_404(server, method, path):
+    status, headers, body = http(method, f"{server.http}{path}")
+    assert status == 404 and headers["content-type"] == "application/json", (status, headers, body[:100])
+    error = json.loads(body)["error"]
+    assert error["code"] == "not_found" and method in error["message"]
+    assert b"root:" not in body
+
+
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [("POST", "/healthz", "GET"), ("DELETE", "/v1/models", "GET"), ("GET", "/v1/models/x/activate", "POST")],
+)
+def test_a_method_a_route_does_not_take_is_a_json_405_with_allow(server, method, path, allowed):
+    status, headers, body = http(method, f"{server.http}{path}")
+    assert status == 405 and headers["content-type"] == "application/json", (status, headers, body[:100])
+    assert allowed in headers["allow"]
+    error = json.loads(body)["error"]
+    assert error["code"] == "method_not_allowed" and allowed in error["message"]
+
+
 def test_incoming_model_leftovers_are_removed_at_start(tmp_path, models_dir):
     settings = make_settings(tmp_path, tmp_path / "models")
     leftover = settings.resolved_models_dir / ".incoming" / "0123456789abcdef" / "half.pth"
