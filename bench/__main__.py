@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    from pipeline.threads import apply_entry_thread_environment
+
+    apply_entry_thread_environment()  # the thread settings `dff` runs with (before torch loads)
     from bench.suite import run_suite  # torch and the models load here, not at --help
 
     run_suite(config_from_args(args))

@@ -13,7 +13,7 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--mode", default="every_s", choices=[m.value for m in SampleMode])
     ap.add_argument("--max-frames", type=int, default=0, help="0 = no cap (the whole clip)")
+    ap.add_argument(
+        "--warmup", action="store_true", help="analyse 2 frames first, untimed: a warm engine's steady state"
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     settings = Settings.from_env(checkpoint=args.checkpoint)
@@ -56,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with Engine.open(settings) as engine:
         open_s = time.perf_counter() - t0
         after_open = rss_mib()
+        if args.warmup:  # first calls build oneDNN kernels and allocator pools
+            run_pipeline(args.clip, engine, mode_settings(settings, SampleMode.ALL, max_frames=2))
         result = run_pipeline(args.clip, engine, settings)
     peak = peak_rss_mib()
     out = ChildResult(
@@ -73,13 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_child(clip: Path, checkpoint: Path, *, mode: str = "every_s", max_frames: int = 0) -> ChildResult:
-    """Run :func:`main` in a fresh interpreter (same environment) and parse its report."""
+def run_child(
+    clip: Path,
+    checkpoint: Path,
+    *,
+    mode: str = "every_s",
+    max_frames: int = 0,
+    warmup: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> ChildResult:
+    """Run :func:`main` in a fresh interpreter and parse its report. ``env``: the child's whole environment
+    (default: this process's), e.g. to set ``OMP_WAIT_POLICY`` before the child imports torch."""
     import subprocess
 
     cmd = [sys.executable, "-m", "bench.child", str(clip), str(checkpoint), "--mode", mode]
-    cmd += ["--max-frames", str(max_frames)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    cmd += ["--max-frames", str(max_frames)] + (["--warmup"] if warmup else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=None if env is None else dict(env))
     if proc.returncode != 0:
         raise RuntimeError(f"bench child failed ({proc.returncode}): {proc.stderr[-2000:]}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])

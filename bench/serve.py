@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -89,26 +90,37 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 120
     raise RuntimeError("dff serve did not become ready")
 
 
-def measure(clip: Path, checkpoint: Path, *, clients: int, repeats: int, every_s: float) -> dict[str, object]:
-    """Run the service in a child process and measure latency and 1-vs-N throughput against it."""
+@contextmanager
+def served(checkpoint: Path, env: Mapping[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """``dff serve`` with ``checkpoint`` in its own process on a free loopback port and a temporary data
+    directory, ready (``/healthz`` ok); yields ``(http base, websocket url)``; terminated (then killed,
+    after 60 s) at the end. ``env``: extra variables for the server (``DFF_MAX_JOBS``...)."""
     port = _free_port()
     base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/v1/analyze"
     with tempfile.TemporaryDirectory(prefix="dff-bench-serve-") as data:
-        env = {**os.environ, "DFF_MAX_JOBS": str(max(4, clients)), "DFF_MAX_QUEUE": str(clients)}
         cmd = [sys.executable, "-m", "ui.cli", "serve", "--port", str(port), "--checkpoint", str(checkpoint),
                "--data-dir", data, "--log-level", "warning"]  # fmt: skip
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
         try:
             _wait_ready(base, proc)
-            asyncio.run(_one(url, clip, every_s))  # warm-up: first-call kernel setup is not the service's steady state
-            solo = [asyncio.run(_one(url, clip, every_s)) for _ in range(repeats)]
-            group, group_wall = asyncio.run(_many(url, clip, every_s, clients))
+            yield base, url
         finally:
             proc.terminate()
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+
+
+def measure(clip: Path, checkpoint: Path, *, clients: int, repeats: int, every_s: float) -> dict[str, object]:
+    """Run the service in a child process and measure latency and 1-vs-N throughput against it."""
+    # one loopback address for every client: lift the per-client cap, keep room for all of them
+    env = {"DFF_MAX_JOBS": str(max(4, clients)), "DFF_MAX_QUEUE": str(clients), "DFF_MAX_JOBS_PER_CLIENT": "0"}
+    with served(checkpoint, env) as (_, url):
+        asyncio.run(_one(url, clip, every_s))  # warm-up: first-call kernel setup is not the service's steady state
+        solo = [asyncio.run(_one(url, clip, every_s)) for _ in range(repeats)]
+        group, group_wall = asyncio.run(_many(url, clip, every_s, clients))
     solo_fps = statistics.median(r.frames / r.done_s for r in solo)
     return {
         "clip": clip.name,

@@ -9,19 +9,21 @@ wins); the torch thread count stays torch's default (one per core) unless ``DFF_
 Why: torch's OpenMP (libgomp) threads *spin* after every parallel region, waiting for the next one. On a
 CPU shared with other busy processes a spinning thread burns the time slice its sibling needs, and each
 parallel region then waits for its slowest, descheduled thread: the pipeline collapses. Measured with
-``python -m bench.contention --matrix`` (720p clip, every frame, 2 vCPUs, 2 ``while True: pass``
-processes beside it; medians of 3 rounds on a machine other jobs shared too, so the quiet numbers are
-noisy; figures in bench/results/*-contention.json):
+``python -m bench.contention --matrix`` (720p clip, every frame, fresh process, 2 vCPUs, 2
+``while True: pass`` processes beside it; medians of 3 and 2 rounds on a machine other jobs shared, so the
+quiet numbers are noisy; bench/results/2026-12-01-vm-contention*.json), ms/frame quiet -> beside 2 busy:
 
-    threads, wait policy     quiet ms/frame   beside 2 busy   ratio
-    2 (default), spin              182            5426        0.03
-    1, spin                        547            2033        0.27
-    2 (default), PASSIVE           334             583        0.57
-    1, PASSIVE                     323             929        0.35
+    torch threads, wait policy   run 1              run 2
+    2 (default), spin            182 -> 5426 (0.03)  225 -> 1989 (0.11)
+    1, spin                      547 -> 2033 (0.27)  -
+    2 (default), PASSIVE         334 ->  583 (0.57)  216 ->  502 (0.43)
+    1, PASSIVE                   323 ->  929 (0.35)  241 ->  502 (0.48)
 
-PASSIVE keeps the throughput beside 2 busy processes above half of quiet; one thread did not help (it gives
-up the second core while the other processes take only their share of it). PASSIVE costs some quiet speed
-(sleeping threads wake slower than spinning ones) on a machine that has nothing else to do.
+Through the service (``python -m bench.load``, 1 sample/s, 3 rounds, quiet machine): PASSIVE with 2
+threads 5.1 frames/s solo, ratio 0.48 (4.2 -> 2.0 frames/s); PASSIVE with 1 thread 3.6 frames/s solo,
+ratio 0.51 (about the same frames/s beside the busy processes, 30% less when quiet). So one thread buys
+no speed under contention and costs it when quiet: the thread count stays. On 2 cores beside 2 spinning
+processes a process using both cores gets about half the CPU it had, so ~0.5 is the ceiling there.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -210,3 +211,41 @@ def test_serve_bench_streams_to_one_and_to_several_clients(tmp_path: Path) -> No
     assert result["clients"] == 2 and len(result["first_frame_s"]) == 1
     assert 0 < result["first_frame_s_median"] < 60 and result["solo_frames_per_s"] > 0
     assert [r["frames"] for r in result["group_runs"]] == [round(spec.seconds / 0.5)] * 2
+
+
+def test_load_bench_completes_matches_solo_refuses_past_capacity_and_measures_contention(tmp_path: Path) -> None:
+    """``python -m bench.load`` against a real ``dff serve`` process: shapes and correctness, never speed."""
+    from bench.config import CLIP_QUICK as spec
+    from bench.load import measure
+    from bench.weights import calibrated_checkpoint
+
+    clip = make_clip(spec, tmp_path)
+    r = measure(clip, calibrated_checkpoint(tmp_path), clients=3, extra=2, every_s=0.5, rounds=1, timeout_s=300)
+    assert (r.max_jobs, r.max_queue) == (1, 2)
+    assert r.completed == r.clients == 3 and r.identical == 3 and r.max_prob_diff <= 1e-6
+    assert r.extra_busy == 2 and r.extra_other == []  # past capacity: busy, nothing else
+    assert 0 < r.first_frame_p50_s <= r.first_frame_p95_s < 300 and r.total_frames_per_s > 0
+    assert len(r.quiet_frames_per_s) == len(r.contended_frames_per_s) == 1
+    assert math.isfinite(r.contention_ratio) and r.contention_ratio > 0  # a number; its size is the bench's
+    assert r.thread_settings.get("OMP_WAIT_POLICY")  # what the server ran with is recorded
+    assert "busy processes ÷ quiet" in r.table()
+
+
+def test_load_helpers_are_pure() -> None:
+    from bench.load import Job, max_prob_difference, percentile
+
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile([5.0], 95) == 5.0 and math.isnan(percentile([], 50))
+    a = Job(0.1, 1.0, 2, probs=((0, 0, 0.25), (1, 0, 0.5)))
+    assert max_prob_difference(a, Job(0.1, 1.0, 2, probs=((0, 0, 0.25), (1, 0, 0.5000004)))) == pytest.approx(4e-7)
+    assert max_prob_difference(a, Job(0.1, 1.0, 1, probs=((0, 0, 0.25),))) == math.inf  # other faces
+
+
+def test_busy_processes_spin_and_are_gone_afterwards() -> None:
+    from bench.contention import MATRIX, busy_processes
+
+    with busy_processes(2) as procs:
+        assert all(p.poll() is None for p in procs)
+    assert all(p.returncode is not None for p in procs)
+    env = MATRIX[1].environ({"OMP_WAIT_POLICY": "ACTIVE", "PATH": "/bin"})
+    assert env == {"PATH": "/bin", "DFF_TORCH_THREADS": "1"}  # "spin" = the library default: the variable removed
