@@ -12,8 +12,10 @@ The ``per_person`` rule (the default strategy). For one person (track) with face
   person; but one or two spikes, or a short spurious track, cannot make a person fake on their own.
 * The person's score is ``top_half`` when confidently fake, else the plain mean of p (an unbiased
   estimate: the top half of a real person's noisy scores would lean towards fake).
-* The person's label is FAKE when confidently fake, REAL when the score is below threshold, else
-  INCONCLUSIVE (fake-looking but too few agreeing faces).
+* The person's label follows the video's rule (:func:`decide_label`: threshold and inconclusive band) on
+  the person's score, and FAKE also needs the person to be confidently fake (else INCONCLUSIVE:
+  fake-looking but too few agreeing faces). So a person at 0.50 with threshold 0.5 and band 0.05 is
+  INCONCLUSIVE, like the video.
 * Video score: the highest score among confidently fake persons, if any (one swapped face in a group
   makes the video fake); else the mean of the persons' scores weighted by their face counts.
 
@@ -24,12 +26,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from pipeline.types import FrameRow, Label, Segment, Strategy, Track
-
-if TYPE_CHECKING:
-    from pipeline.track import TrackObservations
+from pipeline.types import FrameRow, Label, Segment, Strategy, Track, TrackObservations
 
 # DFDC winner's rule (selimsef/dfdc_deepfake_challenge, confident_strategy)
 CONFIDENT_HIGH = 0.8
@@ -92,29 +90,34 @@ def track_label(
     probs: Sequence[float],
     threshold: float = 0.5,
     *,
+    band: float = 0.0,
     min_agree: int = DEFAULT_MIN_AGREE,
     agree_frac: float = DEFAULT_AGREE_FRAC,
 ) -> Label:
-    """One person's label: FAKE when confidently fake, REAL below threshold, INCONCLUSIVE otherwise,
-    NO_FACE for no faces."""
+    """One person's label, by the video's own rule (:func:`decide_label`, with ``band``) on the person's
+    score, where FAKE also needs the person to be confidently fake: fake-looking with too few agreeing
+    faces is INCONCLUSIVE. NO_FACE for no faces."""
     score = track_score(probs, threshold, min_agree=min_agree, agree_frac=agree_frac)
-    if score is None:
-        return Label.NO_FACE
-    if is_confident_fake(probs, threshold, min_agree=min_agree, agree_frac=agree_frac):
-        return Label.FAKE
-    return Label.REAL if score < threshold else Label.INCONCLUSIVE
+    agreed = is_confident_fake(probs, threshold, min_agree=min_agree, agree_frac=agree_frac)
+    # one face is enough evidence for REAL: min_agree already guards FAKE
+    return decide_label(
+        score, len(probs), is_image=False, threshold=threshold, band=band, min_faces=1, agreed=agreed
+    )
 
 
 def build_tracks(
     observations: Sequence[TrackObservations],
     threshold: float,
     *,
+    band: float = 0.0,
     min_agree: int = DEFAULT_MIN_AGREE,
     agree_frac: float = DEFAULT_AGREE_FRAC,
 ) -> tuple[Track, ...]:
     """Score and label each person (see :func:`track_score`, :func:`track_label`), sorted by track id.
 
-    ``min_agree``: faces that must agree for a confident fake; pass 1 for a still image.
+    ``band``: the inconclusive band of the video's label (Settings.inconclusive_band), so a person at the
+    threshold is INCONCLUSIVE like a video there. ``min_agree``: faces that must agree for a confident
+    fake; pass 1 for a still image.
     """
     _check_threshold(threshold)
     if min_agree < 1:
@@ -130,7 +133,8 @@ def build_tracks(
                 last_time_s=obs.times_s[-1],
                 fake_probs=tuple(probs),
                 score=track_score(probs, threshold, min_agree=min_agree, agree_frac=agree_frac),
-                label=track_label(probs, threshold, min_agree=min_agree, agree_frac=agree_frac),
+                label=track_label(probs, threshold, band=band, min_agree=min_agree, agree_frac=agree_frac),
+                confident_fake=is_confident_fake(probs, threshold, min_agree=min_agree, agree_frac=agree_frac),
             )
         )
     return tuple(out)
@@ -158,7 +162,8 @@ def per_person_score(tracks: Sequence[Track]) -> float | None:
     scored = [t for t in tracks if t.score is not None and t.n_faces > 0]
     if not scored:
         return None
-    fake = [t.score for t in scored if t.label is Label.FAKE and t.score is not None]
+    # confidence, not the label: a confident fake within the band is labelled INCONCLUSIVE but still leads
+    fake = [t.score for t in scored if t.confident_fake and t.score is not None]
     if fake:
         return max(fake)
     total = sum(t.n_faces for t in scored)
@@ -250,9 +255,12 @@ def decide_label(
     threshold: float,
     band: float,
     min_faces: int,
+    agreed: bool = True,
 ) -> Label:
-    """The verdict. No face -> NO_FACE; a video with fewer than ``min_faces`` scored faces (an image: 1) ->
-    INCONCLUSIVE; |score - threshold| < ``band`` -> INCONCLUSIVE; else FAKE if score >= threshold else REAL.
+    """The verdict of a video, and of each person in it (:func:`track_label`). No face -> NO_FACE; fewer
+    than ``min_faces`` scored faces (an image: 1) -> INCONCLUSIVE; |score - threshold| < ``band`` ->
+    INCONCLUSIVE; else FAKE if score >= threshold (and ``agreed``: for a person, enough faces agree;
+    INCONCLUSIVE otherwise) else REAL.
 
     A score exactly at the band's edge (within 1e-9) is decided, not inconclusive, whichever side it is on.
     """
@@ -269,7 +277,9 @@ def decide_label(
     # float noise makes 0.5 - 0.45 < 0.05 but 0.55 - 0.5 > 0.05; treat both edges alike
     if distance < band and not math.isclose(distance, band, rel_tol=0.0, abs_tol=1e-9):
         return Label.INCONCLUSIVE
-    return Label.FAKE if score >= threshold else Label.REAL
+    if score < threshold:
+        return Label.REAL
+    return Label.FAKE if agreed else Label.INCONCLUSIVE
 
 
 def _check_threshold(threshold: float) -> None:

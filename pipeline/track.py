@@ -20,33 +20,10 @@ State is O(tracks) plus a few numbers per face (frame index, time, fake_prob) fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from pipeline.aggregate import frame_score
-from pipeline.types import FaceBox, FaceVerdict, FrameVerdict, ScoredFrame
-
-
-@dataclass(frozen=True, slots=True)
-class TrackObservations:
-    """One person's raw record, for :func:`pipeline.aggregate.build_tracks`: one entry per face, in order.
-
-    ``frame_indices``: decoded-stream frame indices; ``times_s``: seconds; ``fake_probs``: P(fake).
-    """
-
-    track_id: int
-    frame_indices: tuple[int, ...]
-    times_s: tuple[float, ...]
-    fake_probs: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        n = len(self.frame_indices)
-        if n == 0 or len(self.times_s) != n or len(self.fake_probs) != n:
-            raise ValueError(
-                "TrackObservations needs one or more faces with one index, time and prob each, got "
-                f"{n} indices, {len(self.times_s)} times, {len(self.fake_probs)} probs"
-            )
+from pipeline.types import FaceBox, FaceVerdict, FrameVerdict, ScoredFrame, TrackObservations
 
 
 class _TrackState:

@@ -59,13 +59,21 @@ class SamplingPolicy:
             raise ValueError(f"max_frames must be >= 1 or None, got {self.max_frames!r}")
 
 
+class MediaKind(str, Enum):
+    FILE = "file"  # a file: its size and SHA-256 are known
+    LIVE = "live"  # frames with no file behind them (a stream, pushed frames): no size, no SHA-256
+
+
 @dataclass(frozen=True, slots=True)
 class MediaInfo:
-    """Facts about the input. ``width``/``height`` are after rotation. Unknowns are None."""
+    """Facts about the input. ``width``/``height`` are after rotation. Unknowns are None.
+
+    A ``FILE`` has ``size_bytes`` and ``sha256``; a ``LIVE`` source has neither (and usually no duration).
+    """
 
     name: str
-    size_bytes: int
-    sha256: str
+    size_bytes: int | None
+    sha256: str | None
     container: str
     codec: str
     width: int
@@ -75,6 +83,16 @@ class MediaInfo:
     rotation_deg: int
     is_image: bool
     frame_count: int | None
+    kind: MediaKind = MediaKind.FILE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, MediaKind):
+            raise ValueError(f"MediaInfo.kind must be a MediaKind, got {self.kind!r}")
+        has_file = (self.size_bytes is not None, self.sha256 is not None)
+        if self.kind is MediaKind.FILE and has_file != (True, True):
+            raise ValueError(f"a file's MediaInfo needs size_bytes and sha256, got {self.size_bytes!r}, {self.sha256!r}")
+        if self.kind is MediaKind.LIVE and any(has_file):
+            raise ValueError("a live source has no size_bytes or sha256 (it has no file)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +258,28 @@ class FrameRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackObservations:
+    """One person's raw record, from :mod:`pipeline.track` to :func:`pipeline.aggregate.build_tracks`: one
+    entry per face, in order.
+
+    ``frame_indices``: decoded-stream frame indices; ``times_s``: seconds; ``fake_probs``: P(fake).
+    """
+
+    track_id: int
+    frame_indices: tuple[int, ...]
+    times_s: tuple[float, ...]
+    fake_probs: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.frame_indices)
+        if n == 0 or len(self.times_s) != n or len(self.fake_probs) != n:
+            raise ValueError(
+                "TrackObservations needs one or more faces with one index, time and prob each, got "
+                f"{n} indices, {len(self.times_s)} times, {len(self.fake_probs)} probs"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class Track:
     """One person across sampled frames."""
 
@@ -249,7 +289,8 @@ class Track:
     last_time_s: float
     fake_probs: tuple[float, ...]  # one per face, in frame order
     score: float | None
-    label: Label
+    label: Label  # by the video's rule, threshold and band (pipeline.aggregate.track_label)
+    confident_fake: bool = False  # enough faces agree that the person is fake (the per_person video score's rule)
 
     @property
     def n_faces(self) -> int:

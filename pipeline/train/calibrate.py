@@ -14,9 +14,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from pipeline.aggregate import build_tracks, video_score
-from pipeline.track import TrackObservations
 from pipeline.train.metrics import fit_temperature, logit, rates_at, sigmoid, threshold_at_fpr
-from pipeline.types import FrameRow, Report, Strategy
+from pipeline.types import FrameRow, Report, Strategy, TrackObservations
 
 _THRESHOLD_MIN, _THRESHOLD_MAX = 1e-6, 1.0 - 1e-6  # Settings needs a threshold strictly inside (0, 1)
 

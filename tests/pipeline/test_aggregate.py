@@ -18,8 +18,7 @@ from pipeline.aggregate import (
     track_score,
     video_score,
 )
-from pipeline.track import TrackObservations
-from pipeline.types import FaceRow, FrameRow, Label, Segment, Strategy, Track
+from pipeline.types import FaceRow, FrameRow, Label, Segment, Strategy, Track, TrackObservations
 
 
 def rows(table: Sequence[Sequence[tuple[float, int]]]) -> list[FrameRow]:

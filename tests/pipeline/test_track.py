@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from pipeline.track import Tracker, TrackObservations, iou
-from pipeline.types import FaceBox, FaceScore, ScoredFrame
+from pipeline.track import Tracker, iou
+from pipeline.types import FaceBox, FaceScore, ScoredFrame, TrackObservations
 
 RNG = np.random.default_rng(0)
 PEOPLE = {name: RNG.standard_normal(512).astype(np.float32) for name in "ABCD"}
