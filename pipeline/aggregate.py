@@ -100,9 +100,7 @@ def track_label(
     score = track_score(probs, threshold, min_agree=min_agree, agree_frac=agree_frac)
     agreed = is_confident_fake(probs, threshold, min_agree=min_agree, agree_frac=agree_frac)
     # one face is enough evidence for REAL: min_agree already guards FAKE
-    return decide_label(
-        score, len(probs), is_image=False, threshold=threshold, band=band, min_faces=1, agreed=agreed
-    )
+    return decide_label(score, len(probs), is_image=False, threshold=threshold, band=band, min_faces=1, agreed=agreed)
 
 
 def build_tracks(

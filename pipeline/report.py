@@ -125,6 +125,8 @@ def report_from_dict(data: dict[str, Any]) -> Report:
                 tuple(t["fake_probs"]),
                 t["score"],
                 Label(t["label"]),
+                # reports from before the field: FAKE meant confidently fake then
+                t.get("confident_fake", t["label"] == Label.FAKE.value),
             )
             for t in data["tracks"]
         )

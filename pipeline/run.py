@@ -151,7 +151,12 @@ def analyze(
             cropped.close()
 
     # A photo shows each person once, so one face must be enough to call a person fake.
-    tracks = build_tracks(tracker.tracks(), threshold, min_agree=1 if info.is_image else settings.min_faces)
+    tracks = build_tracks(
+        tracker.tracks(),
+        threshold,
+        band=settings.inconclusive_band,
+        min_agree=1 if info.is_image else settings.min_faces,
+    )
     n_faces = sum(len(r.faces) for r in rows)
     score_value = video_score(rows, tracks, strategy, threshold)
     times_s = [r.time_s for r in rows]

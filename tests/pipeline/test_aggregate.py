@@ -180,8 +180,52 @@ def test_build_tracks() -> None:
     ]
     assert build_tracks(obs, 0.5) == (
         Track(0, (2,), 1.0, 1.0, (0.2,), 0.2, Label.REAL),
-        Track(1, (2, 4, 6), 1.0, 3.0, (0.9, 0.8, 0.7), pytest.approx(0.85), Label.FAKE),
+        Track(1, (2, 4, 6), 1.0, 3.0, (0.9, 0.8, 0.7), pytest.approx(0.85), Label.FAKE, confident_fake=True),
     )
+
+
+@pytest.mark.parametrize(
+    ("probs", "band", "label", "confident"),
+    [
+        # the issue-10 bug: a confidently fake person at exactly 0.50 was FAKE on a video that is INCONCLUSIVE
+        ([0.5, 0.5, 0.5], 0.05, Label.INCONCLUSIVE, True),
+        ([0.5, 0.5, 0.5], 0.0, Label.FAKE, True),  # no band: at the threshold is fake, as for the video
+        ([0.52] * 4, 0.05, Label.INCONCLUSIVE, True),  # inside the band above the threshold
+        ([0.48] * 4, 0.05, Label.INCONCLUSIVE, False),  # inside the band below it
+        ([0.55] * 4, 0.05, Label.FAKE, True),  # the band's edge is decided, as for the video
+        ([0.45] * 4, 0.05, Label.REAL, False),
+        ([0.9, 0.9, 0.2, 0.0], 0.05, Label.INCONCLUSIVE, False),  # mean 0.5: in the band
+        ([0.9, 0.9, 0.3, 0.3], 0.05, Label.INCONCLUSIVE, False),  # mean 0.6, fake-looking, too few agree
+        ([0.1, 0.2, 0.3], 0.05, Label.REAL, False),
+        ([0.9], 0.05, Label.INCONCLUSIVE, False),  # one face cannot make a video person fake (min_agree 3)
+        ([], 0.05, Label.NO_FACE, False),
+    ],
+)
+def test_person_labels_follow_the_video_rule(probs: list[float], band: float, label: Label, confident: bool) -> None:
+    """A person's label is :func:`decide_label` on the person's score (threshold and band), FAKE needing
+    agreeing faces; a single person's label equals the video's when the person is confidently fake."""
+    assert track_label(probs, 0.5, band=band) is label
+    assert is_confident_fake(probs, 0.5) is confident
+    if probs:
+        (track,) = build_tracks([TrackObservations(0, tuple(range(len(probs))), (0.0,) * len(probs), tuple(probs))],
+                                0.5, band=band)  # fmt: skip
+        assert (track.label, track.confident_fake) == (label, confident)
+        video = video_score(rows([[(q, 0)] for q in probs]), [track], Strategy.PER_PERSON, 0.5)
+        assert video == pytest.approx(track.score)
+        if confident:  # one person: the video's verdict is the person's
+            assert decide_label(video, len(probs), is_image=False, threshold=0.5, band=band, min_faces=3) is label
+
+
+def test_a_confident_fake_in_the_band_still_leads_the_per_person_score() -> None:
+    """The per_person video score takes confidently fake persons by confidence, not by their (banded) label."""
+    obs = [
+        TrackObservations(0, (0, 1, 2), (0.0, 1.0, 2.0), (0.52, 0.52, 0.52)),
+        TrackObservations(1, (0, 1, 2), (0.0, 1.0, 2.0), (0.1, 0.1, 0.1)),
+    ]
+    tracks = build_tracks(obs, 0.5, band=0.05)
+    assert [t.label for t in tracks] == [Label.INCONCLUSIVE, Label.REAL]
+    frames = rows([[(0.52, 0), (0.1, 1)]] * 3)
+    assert video_score(frames, tracks, Strategy.PER_PERSON, 0.5) == pytest.approx(0.52)  # not diluted to 0.31
 
 
 def test_per_person_without_tracks_but_with_faces_raises() -> None:
