@@ -14,6 +14,7 @@ from pipeline.types import (
     FrameRow,
     Label,
     MediaInfo,
+    MediaKind,
     ModelInfo,
     PreprocessProfile,
     Report,
@@ -79,7 +80,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
     if data.get("schema") != SCHEMA:
         raise ValueError(f"not a {SCHEMA} report (schema={data.get('schema')!r})")
     try:
-        media = MediaInfo(**data["media"])
+        media = MediaInfo(**{**data["media"], "kind": MediaKind(data["media"].get("kind", MediaKind.FILE.value))})
         p = data["policy"]
         policy = SamplingPolicy(SampleMode(p["mode"]), p["every_s"], p["count"], p["max_frames"])
         m = data["model"]

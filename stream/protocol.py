@@ -40,6 +40,7 @@ StrategyName = Literal["mean", "max_frame", "confident", "per_person"]
 ThresholdSource = Literal["request", "settings", "model card", "default"]
 ServerStatus = Literal["ready", "no_model", "shutting_down"]
 Stage = Literal["uploading", "queued", "analyzing"]
+MediaKindName = Literal["file", "live"]  # pipeline.types.MediaKind
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 _CODE_PATTERN = r"^[a-z][a-z_]*$"
@@ -127,6 +128,7 @@ class Media(Record):
     rotation_deg: int
     is_image: bool
     frame_count: int | None
+    kind: MediaKindName = "file"  # pipeline.types.MediaKind; reports and accepted from before it are files
 
 
 @dataclass(frozen=True, slots=True)
