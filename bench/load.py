@@ -94,7 +94,7 @@ async def run_job(url: str, clip: Path, every_s: float, holding: asyncio.Event |
             elif isinstance(message, p.Error):
                 return Job(first, time.perf_counter() - started, frames, error=message.code)
             elif isinstance(message, p.Done):
-                return Job(first, time.perf_counter() - started, frames, probs=face_probs(message.report))
+                return Job(first, time.perf_counter() - started, frames, probs=face_probs(message.report.to_json()))
     except ClientError as err:  # the conversation broke (refused, reset): a result of the load, recorded
         return Job(first, time.perf_counter() - started, frames, error=f"client {err.code}: {err}")
     finally:

@@ -365,6 +365,7 @@ class AnalysisStart:
     model: ModelInfo
     threshold: float = 0.5  # the P(fake) threshold this analysis uses (Settings.operating_threshold)
     threshold_source: str = "default"  # "request" | "settings" | "model card" | "default"
+    inconclusive_band: float = 0.05  # Settings.inconclusive_band: |score - threshold| < band is INCONCLUSIVE
 
 
 @dataclass(frozen=True, slots=True)

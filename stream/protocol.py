@@ -28,23 +28,44 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from stream.records import ProtocolError, Record, constrained, json_type, record_schema
+from stream.reports import (  # noqa: F401  (clients import stream.protocol only)
+    JOB_ID_PATTERN,
+    REPORT_SCHEMA,
+    SHA256_PATTERN,
+    FaceRow,
+    FrameRow,
+    JobError,
+    JobListing,
+    JobModel,
+    JobStatus,
+    LabelName,
+    Media,
+    MediaKindName,
+    Policy,
+    Profile,
+    Report,
+    ReportModel,
+    ReportPage,
+    SampleModeName,
+    Segment,
+    StoredFrames,
+    StrategyName,
+    Summary,
+    ThresholdSource,
+    Timings,
+    Track,
+    decode_report,
+)
 
 PROTOCOL_VERSION = 1
-REPORT_SCHEMA = "dff.report/1"  # the report format pipeline/report.py writes (a test keeps them equal)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # largest single websocket message the server accepts
 CHUNK_BYTES = 1024 * 1024  # how clients slice an upload into binary messages
 SCHEMA_PATH = Path(__file__).with_name("protocol.schema.json")
 
-SampleModeName = Literal["every_s", "count", "keyframes", "all"]
-StrategyName = Literal["mean", "max_frame", "confident", "per_person"]
-ThresholdSource = Literal["request", "settings", "model card", "default"]
 ServerStatus = Literal["ready", "no_model", "shutting_down"]
 Stage = Literal["uploading", "queued", "analyzing"]
-MediaKindName = Literal["file", "live"]  # pipeline.types.MediaKind
 
-JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 _CODE_PATTERN = r"^[a-z][a-z_]*$"
-_SHA256_PATTERN = r"^([0-9a-f]{64}|untrained)$"
 
 ERROR_CODES: dict[str, str] = {
     # the conversation
@@ -107,38 +128,9 @@ class ModelSummary(Record):
     """The model a job runs on (or the server has loaded). ``sha256`` of the weights file."""
 
     name: str
-    sha256: str = constrained(pattern=_SHA256_PATTERN)
+    sha256: str = constrained(pattern=SHA256_PATTERN)
     device: str
     untrained: bool  # True = random weights: scores mean nothing
-
-
-@dataclass(frozen=True, slots=True)
-class Media(Record):
-    """Facts about the uploaded file (pipeline's MediaInfo). Width/height after rotation."""
-
-    name: str
-    size_bytes: int = constrained(minimum=0)
-    sha256: str = constrained(pattern=r"^[0-9a-f]{64}$")
-    container: str
-    codec: str
-    width: int = constrained(minimum=1)
-    height: int = constrained(minimum=1)
-    fps: float | None
-    duration_s: float | None
-    rotation_deg: int
-    is_image: bool
-    frame_count: int | None
-    kind: MediaKindName = "file"  # pipeline.types.MediaKind; reports and accepted from before it are files
-
-
-@dataclass(frozen=True, slots=True)
-class Policy(Record):
-    """The sampling policy a job runs with (all fields resolved)."""
-
-    mode: SampleModeName
-    every_s: float = constrained(exclusiveMinimum=0)
-    count: int = constrained(minimum=1)
-    max_frames: int | None = constrained(minimum=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +213,8 @@ class Accepted(_Message):
     overlays: bool
     model: ModelSummary
     threshold_source: ThresholdSource = "settings"  # where the threshold came from; "model card" = calibrated
+    # |score - threshold| < band is INCONCLUSIVE (Settings.inconclusive_band); 0.05 before the field
+    inconclusive_band: float = constrained(0.05, minimum=0, exclusiveMaximum=0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,19 +241,15 @@ class FrameResult(_Message):
 
 @dataclass(frozen=True, slots=True)
 class Done(_Message):
-    """Server: the analysis finished and its report is stored (``GET /v1/reports/{job_id}``).
+    """Server: the analysis finished and its report is stored (``GET /v1/reports/{job_id}`` returns the same).
 
-    ``report``: the full report, schema ``dff.report/1`` (pipeline/report.py).
+    ``report``: the full report (schema ``dff.report/1``, pipeline/report.py), decoded into a ``Report``;
+    a server may build the message from the report's JSON object.
     """
 
     TYPE: ClassVar[str] = "done"
     job_id: str = constrained(pattern=JOB_ID_PATTERN)
-    report: dict[str, Any]
-
-    def __post_init__(self) -> None:
-        Record.__post_init__(self)
-        if self.report.get("schema") != REPORT_SCHEMA:
-            raise ProtocolError("bad_message", f"report.schema must be {REPORT_SCHEMA!r}")
+    report: Report
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +270,27 @@ SERVER_MESSAGES: tuple[type[_Message], ...] = (Hello, Progress, Accepted, FrameR
 FINAL_MESSAGES: tuple[type[_Message], ...] = (Done, Error)  # a conversation ends with exactly one of these
 Message = Start | Attach | Hello | Progress | Accepted | FrameResult | Done | Error
 _BY_TYPE: dict[str, type[_Message]] = {m.TYPE: m for m in CLIENT_MESSAGES + SERVER_MESSAGES}
-_RECORDS: tuple[type[Record], ...] = (Options, ModelSummary, Media, Policy, Face)
+_RECORDS: tuple[type[Record], ...] = (
+    Options,
+    ModelSummary,
+    Media,
+    Policy,
+    Face,
+    Profile,
+    ReportModel,
+    FaceRow,
+    FrameRow,
+    Track,
+    Segment,
+    Timings,
+    Summary,
+    Report,
+    StoredFrames,
+    JobModel,
+    JobError,
+    JobListing,
+    ReportPage,
+)
 
 
 # ----------------------------------------------------------------------------------------- encode/decode
@@ -335,8 +345,6 @@ def json_schema() -> dict[str, Any]:
     messages = CLIENT_MESSAGES + SERVER_MESSAGES
     defs = {cls.__name__: record_schema(cls, {"type": cls.TYPE, "v": PROTOCOL_VERSION}) for cls in messages}
     defs.update({cls.__name__: record_schema(cls) for cls in _RECORDS})
-    defs["Done"]["properties"]["report"]["properties"] = {"schema": {"const": REPORT_SCHEMA}}
-    defs["Done"]["properties"]["report"]["required"] = ["schema"]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://deepfake-forensics.invalid/protocol/v{PROTOCOL_VERSION}.schema.json",

@@ -110,7 +110,7 @@ def _coerce(tp: Any, value: Any, meta: typing.Mapping[str, Any], where: str) -> 
     (ints as floats for float fields, lists as tuples, objects as records)."""
 
     def bad(expected: str) -> ProtocolError:
-        return ProtocolError("bad_message", f"{where}: expected {expected}, got {json_type(value)} {value!r:.60}")
+        return ProtocolError("bad_message", f"{where}: expected {expected}, got {json_type(value)} {_preview(value)}")
 
     if _is_union(tp):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -169,6 +169,14 @@ def _coerce(tp: Any, value: Any, meta: typing.Mapping[str, Any], where: str) -> 
             return value
         return tp.from_json(value, where)
     raise TypeError(f"{where}: records have no rule for type {tp!r}")  # a bug in a record definition
+
+
+def _preview(value: Any) -> str:
+    """The start of ``value``'s repr for an error message; a container is not walked (it may be huge or
+    nested deeper than repr can recurse)."""
+    if isinstance(value, (dict, list, tuple)):
+        return f"of {len(value)} item(s)"
+    return f"{value!r:.60}"
 
 
 def _check_range(value: float, meta: typing.Mapping[str, Any], where: str) -> None:

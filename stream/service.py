@@ -161,9 +161,38 @@ def accepted_message(job_id: str, start: AnalysisStart, request: JobRequest) -> 
         strategy=request.strategy.value,
         threshold=start.threshold,
         threshold_source=start.threshold_source,
+        inconclusive_band=start.inconclusive_band,
         overlays=request.overlays,
         model=model_summary(start.model),
     )
+
+
+def analysis_events(spec: JobSpec, engine: Engine | None, settings: Settings) -> Iterator[BackendEvent]:
+    """One job on ``engine`` (on the backend's worker): its analysis as wire-ready events, one per step,
+    ending with ``Finished`` or ``Failed``. Anything but the error tree propagates (the backend logs it)."""
+    request: JobRequest = spec.request
+    job_id = spec.job_id
+    if engine is None:
+        yield Failed("no_model", NO_MODEL_MESSAGE)
+        return
+    try:
+        with open_media_for(spec.path, settings, request.policy) as source:
+            events = analyze(source, engine, settings, strategy=request.strategy, threshold=request.threshold)
+            with closing(events):
+                seq = 0
+                for event in events:
+                    if isinstance(event, AnalysisStart):
+                        yield accepted_message(job_id, event, request)
+                        yield p.Progress(job_id, "analyzing", 0, event.planned_frames)
+                    elif isinstance(event, FrameVerdict):
+                        yield frame_message(job_id, seq, event, request.overlays)
+                        seq += 1
+                    elif isinstance(event, Report):
+                        yield Finished(event)
+                        return
+    except DffError as err:
+        yield Failed(err.code, NO_MODEL_MESSAGE if isinstance(err, NoModel) else str(err))
+    # ending without a final event is a bug the backend logs and turns into ``internal``
 
 
 class Service:

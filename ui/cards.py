@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from ui.timeline import Estimate, PersonSummary, Verdict, label_for
+from ui.timeline import Estimate, PersonSummary, Verdict
 
 # What each error code means for the person at the page, and what to do next.
 ERROR_HINTS: dict[str, tuple[str, str]] = {
@@ -169,9 +169,10 @@ def verdict_card(v: Verdict, band: float) -> str:
 
 
 def people_cards(
-    people: Sequence[PersonSummary], thumbs: Mapping[int, str], threshold: float, band: float, *, is_image: bool = False
+    people: Sequence[PersonSummary], thumbs: Mapping[int, str], threshold: float, *, is_image: bool = False
 ) -> str:
-    """A card per person: thumbnail (Grad-CAM overlay as a data URI), colour, verdict, score, when seen.
+    """A card per person: thumbnail (Grad-CAM overlay as a data URI), colour, the label the report gives
+    them (by the video's own rule), score, when seen; an INCONCLUSIVE person gets a line saying why.
 
     ``thumbs``: track id -> base64 JPEG; a person without one gets their colour as a placeholder.
     """
@@ -194,8 +195,12 @@ def people_cards(
         else:
             seen = f", seen {person.first_s:.1f}–{person.last_s:.1f} s"
         hint = ""
-        if label == "inconclusive" and label_for(person.score, threshold, band) == "fake":
-            hint = '<div class="dff-p-hint">fake-looking, but too few frames agree</div>'
+        if label == "inconclusive" and person.score is not None:
+            if person.confident_fake or person.score < threshold:
+                why = "too close to the threshold to call"
+            else:
+                why = "fake-looking, but too few frames agree"
+            hint = f'<div class="dff-p-hint">{why}</div>'
         cards.append(
             f'<div class="dff-person" data-track="{person.track_id}">{thumb}<div>'
             f'<div class="dff-p-name"><span class="lg-swatch" style="background:{person.color}"></span>'

@@ -272,23 +272,31 @@ class HttpApi:
         """``status`` (ok/no_model/shutting_down), ``model``, ``device``, ``queue``, ``version``."""
         return await self._json("GET", "/healthz")
 
-    async def reports(self, limit: int = 20, before: str | None = None) -> dict[str, Any]:
-        """One page of past jobs, newest first: ``{"reports": [...], "next": cursor or None}``."""
-        query = {"limit": str(limit), **({"before": before} if before else {})}
-        return await self._json("GET", "/v1/reports?" + urllib.parse.urlencode(query))
+    async def _record(self, cls: type[p.Record], path: str) -> Any:
+        """A JSON body decoded once into its record; ClientError ``bad_reply`` when it is not one."""
+        body = await self._json("GET", path)
+        try:
+            return cls.from_json(body, path)
+        except p.ProtocolError as err:
+            raise ClientError("bad_reply", f"{path} answered something that is not protocol: {err}") from None
 
-    async def report(self, job_id: str) -> dict[str, Any]:
+    async def reports(self, limit: int = 20, before: str | None = None) -> p.ReportPage:
+        """One page of past jobs, newest first, with the cursor of the next (older) page or None."""
+        query = {"limit": str(limit), **({"before": before} if before else {})}
+        return await self._record(p.ReportPage, "/v1/reports?" + urllib.parse.urlencode(query))
+
+    async def report(self, job_id: str) -> p.Report:
         """The stored report (schema ``dff.report/1``); HttpError 404/409 when unknown or not done."""
-        return await self._json("GET", f"/v1/reports/{urllib.parse.quote(job_id, safe='')}")
+        return await self._record(p.Report, f"/v1/reports/{urllib.parse.quote(job_id, safe='')}")
 
     async def report_csv(self, job_id: str) -> str:
         """The report as CSV text, one row per face."""
         _, raw = await asyncio.to_thread(self._request, "GET", f"/v1/reports/{urllib.parse.quote(job_id, safe='')}.csv")
         return raw.decode("utf-8")
 
-    async def frames(self, job_id: str) -> dict[str, Any]:
-        """``{id, status, frames: [{index, time_s, score, faces}]}``, also for unfinished jobs."""
-        return await self._json("GET", f"/v1/reports/{urllib.parse.quote(job_id, safe='')}/frames")
+    async def frames(self, job_id: str) -> p.StoredFrames:
+        """A job's stored frames and status, also for unfinished jobs."""
+        return await self._record(p.StoredFrames, f"/v1/reports/{urllib.parse.quote(job_id, safe='')}/frames")
 
     async def models(self) -> dict[str, Any]:
         """``{active: model or None, models: [{name, size_bytes, active, ...}]}``."""

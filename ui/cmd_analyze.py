@@ -270,8 +270,8 @@ def client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             elif isinstance(message, p.Done):
                 if args.json is not None:
                     args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps(message.report, indent=2))
-                report = report_from_dict(message.report)
+                    args.json.write_text(json.dumps(message.report.to_json(), indent=2))
+                report = report_from_dict(message.report.to_json())
                 print(verdict_line(report), file=out)
                 return EXIT_SOME_FAILED if report.incomplete else EXIT_OK
             elif isinstance(message, p.Error):

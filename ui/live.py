@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
@@ -36,14 +35,15 @@ class Session:
     media: p.Media | None = None
     planned: int | None = None
     threshold: float = 0.5
-    report: dict[str, Any] | None = None
+    band: float = 0.05  # the inconclusive band, from ``accepted`` (the UI's setting for a reopened report)
+    report: p.Report | None = None
     photo_path: str | None = None
     selected_seq: int | None = None
     started_s: float = 0.0
 
     @property
     def is_image(self) -> bool:
-        return self.media.is_image if self.media is not None else bool(self.report and self.report["media"]["is_image"])
+        return self.media.is_image if self.media is not None else self.report is not None and self.report.media.is_image
 
 
 def _image(b64: str) -> Image.Image:
@@ -130,7 +130,7 @@ async def download_files(api: HttpApi, session: Session) -> tuple[str | None, st
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(session.name or "report").stem)[:80] or "report"
     report = await api.report(session.job_id)
     json_path = folder / f"{stem}.report.json"
-    json_path.write_text(json.dumps(report, indent=2))
+    json_path.write_text(json.dumps(report.to_json(), indent=2))
     csv_path = folder / f"{stem}.faces.csv"
     csv_path.write_text(await api.report_csv(session.job_id))
     return str(json_path), str(csv_path)

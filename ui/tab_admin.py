@@ -145,21 +145,18 @@ class AdminTabs:
         except ClientError as err:
             return {self.history_msg: cards.error_box(err.code, str(err))}
         rows = []
-        for r in page.get("reports", []):
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created_s"]))
-            label = (r.get("label") or "").replace("_", " ").upper()
-            score = "" if r.get("score") is None else f"{r['score']:.2f}"
-            status = r["status"]
-            error = r.get("error")
-            if isinstance(error, dict) and error.get("code"):
-                status = f"{status}: {error['code']}"
-            rows.append([when, r["name"], label or "—", score, r.get("n_frames") or 0, status, r["id"]])
+        for r in page.reports:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_s))
+            label = tl.LABEL_TITLES[r.label] if r.label else "—"
+            score = "" if r.score is None else f"{r.score:.2f}"
+            status = r.status if r.error is None else f"{r.status}: {r.error.code}"
+            rows.append([when, r.name, label, score, r.n_frames, status, r.id])
         note = "No reports yet." if not rows and len(cursors) <= 1 else "Click a row to reopen that report."
         return {
             self.history_table: gr.Dataframe(value=rows),
-            self.history_state: {"cursors": cursors or [None], "next": page.get("next")},
+            self.history_state: {"cursors": cursors or [None], "next": page.next},
             self.history_msg: cards.info_box(note),
-            self.older_btn: gr.Button(interactive=page.get("next") is not None),
+            self.older_btn: gr.Button(interactive=page.next is not None),
             self.newer_btn: gr.Button(interactive=len(cursors) > 1),
         }
 
@@ -179,12 +176,12 @@ class AdminTabs:
         if not row:
             return {}
         job_id = str(row[-1])
-        s = Session(job_id=job_id, name=str(row[1]))
+        s = Session(job_id=job_id, name=str(row[1]), band=self.cfg.band)
         try:
             api = HttpApi(self.address.get(), token)
             stored = await api.frames(job_id)
-            s.frames = tl.frames_from_rows(job_id, stored.get("frames", []))
-            status = stored.get("status", "")
+            s.frames = tl.frames_from_rows(job_id, stored.frames)
+            status = stored.status
             if status == "done":
                 s.report = await api.report(job_id)
         except (ClientError, p.ProtocolError) as err:
@@ -204,7 +201,7 @@ class AdminTabs:
                 update[self.video_col] = gr.Column(visible=True)
                 update[self.timeline] = self.timeline_value(s)
             return update
-        s.threshold = s.report["threshold"]
+        s.threshold = s.report.threshold
         update.update(self.final_updates(s, api))
         note = "Reopened from History: heatmaps are not stored with reports, so faces show without them."
         if s.is_image:

@@ -50,12 +50,12 @@ class AnalyzeTab:
     def timeline_value(self, s: Session) -> str:
         duration = s.media.duration_s if s.media is not None else None
         if duration is None and s.report is not None:
-            duration = s.report["media"].get("duration_s")
+            duration = s.report.media.duration_s
         spans = tl.report_spans(s.report) if s.report is not None else None
         fig = tl.build_figure(
             s.frames,
             threshold=s.threshold,
-            band=self.cfg.band,
+            band=s.band,
             duration_s=duration,
             spans=spans,
             selected_seq=s.selected_seq,
@@ -102,10 +102,8 @@ class AnalyzeTab:
                     thumbs[person.track_id] = face.overlay_jpeg_b64
         out: dict[str, Any] = {
             self.result_col: gr.Column(visible=True),
-            self.verdict_html: cards.verdict_card(verdict, self.cfg.band),
-            self.people_html: cards.people_cards(
-                people, thumbs, report["threshold"], self.cfg.band, is_image=bool(report["media"]["is_image"])
-            ),
+            self.verdict_html: cards.verdict_card(verdict, s.band),
+            self.people_html: cards.people_cards(people, thumbs, report.threshold, is_image=report.media.is_image),
             self.frame_table: gr.Dataframe(value=tl.frame_rows(s.frames)),
         }
         if s.is_image:
@@ -142,7 +140,7 @@ class AnalyzeTab:
         detail = tl.progress_line(len(s.frames), s.planned, people)
         if s.media is not None:
             detail = f"{s.media.name}: {detail}"
-        estimate = tl.running_estimate(s.frames, s.threshold, self.cfg.band) if s.frames else None
+        estimate = tl.running_estimate(s.frames, s.threshold, s.band) if s.frames else None
         return cards.status_html(stage, detail, tl.progress_fraction(len(s.frames), s.planned), estimate)
 
     # ---- analysis ---------------------------------------------------------------------------------
@@ -160,7 +158,7 @@ class AnalyzeTab:
         token: str | None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Upload the file and stream the page: status, timeline, faces, then the verdict card."""
-        s = Session(threshold=float(threshold), started_s=time.monotonic())
+        s = Session(threshold=float(threshold), band=self.cfg.band, started_s=time.monotonic())
         if not path:
             yield {self.state: s, **self.reset_updates(cards.empty_state())}
             return
@@ -200,11 +198,12 @@ class AnalyzeTab:
                 return {self.status: cards.status_html("Queued", f"{s.name}: {detail}")}
             return {self.status: self.status_of(s, "Analysing")}
         if isinstance(message, p.Accepted):
-            s.job_id, s.media, s.planned, s.threshold = (
+            s.job_id, s.media, s.planned, s.threshold, s.band = (
                 message.job_id,
                 message.media,
                 message.planned_frames,
                 message.threshold,
+                message.inconclusive_band,
             )
             update: dict[str, Any] = {self.status: self.status_of(s, "Analysing")}
             if message.model.untrained:
@@ -235,7 +234,7 @@ class AnalyzeTab:
             s.job_id = message.job_id
             took = time.monotonic() - s.started_s
             update = self.final_updates(s, api)
-            n_people = len(message.report.get("tracks", ()))
+            n_people = len(message.report.tracks)
             if s.is_image:
                 n_faces = sum(len(f.faces) for f in s.frames)
                 detail = f"{n_faces} face{'s' if n_faces != 1 else ''}"

@@ -11,7 +11,7 @@ shown as "Person <track_id + 1>", and a frame without faces has ``score is None`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,11 +131,12 @@ class PersonSummary:
     first_s: float
     last_s: float
     thumb: tuple[int, int] | None
+    confident_fake: bool = False  # enough of their faces agree (a FAKE needs it; else fake-looking at most)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The final verdict card's content, from a ``dff.report/1`` report."""
+    """The final verdict card's content, from a report."""
 
     label: str
     title: str
@@ -155,20 +156,19 @@ class Verdict:
 # -------------------------------------------------------------------------------------------- frames
 
 
-def frames_from_rows(job_id: str, rows: Iterable[Mapping[str, Any]]) -> list[p.FrameResult]:
-    """Stored frame rows (``report["frames"]`` or ``GET /v1/reports/{id}/frames``) -> frame records.
-
-    Raises ``stream.protocol.ProtocolError`` when a row is malformed.
-    """
-    out = []
-    for seq, row in enumerate(rows):
-        faces = tuple(p.Face.from_json(dict(face), "frame.faces") for face in row.get("faces", ()))
-        out.append(
-            p.FrameResult(
-                job_id=job_id, seq=seq, index=row["index"], time_s=row["time_s"], score=row["score"], faces=faces
-            )
+def frames_from_rows(job_id: str, rows: Iterable[p.FrameRow]) -> list[p.FrameResult]:
+    """Stored frame rows (``Report.frames`` or ``GET /v1/reports/{id}/frames``) -> frame records (no overlays)."""
+    return [
+        p.FrameResult(
+            job_id=job_id,
+            seq=seq,
+            index=row.index,
+            time_s=row.time_s,
+            score=row.score,
+            faces=tuple(p.Face(f.face_index, f.xyxy, f.detector_prob, f.fake_prob, f.track_id) for f in row.faces),
         )
-    return out
+        for seq, row in enumerate(rows)
+    ]
 
 
 def track_ids(frames: Iterable[p.FrameResult]) -> list[int]:
@@ -212,13 +212,9 @@ def suspicious_spans(frames: Sequence[p.FrameResult], threshold: float) -> tuple
     return tuple(spans)
 
 
-def report_spans(report: Mapping[str, Any]) -> tuple[Span, ...]:
-    """The report's frame-level suspicious segments (per-person ones have a ``track_id``)."""
-    return tuple(
-        Span(s["start_s"], s["end_s"], s["peak_prob"], s["n_frames"])
-        for s in report.get("segments", ())
-        if s.get("track_id") is None
-    )
+def report_spans(report: p.Report) -> tuple[Span, ...]:
+    """The report's frame-level suspicious segments."""
+    return tuple(Span(s.start_s, s.end_s, s.peak_prob, s.n_frames) for s in report.frame_segments)
 
 
 def _step_s(frames: Sequence[p.FrameResult]) -> float:
@@ -340,8 +336,9 @@ def photo_boxes(
     return boxes
 
 
-def person_summaries(report: Mapping[str, Any], frames: Sequence[p.FrameResult]) -> list[PersonSummary]:
-    """One row per person of the report; the thumbnail is their most suspicious face with an overlay."""
+def person_summaries(report: p.Report, frames: Sequence[p.FrameResult]) -> list[PersonSummary]:
+    """One row per person of the report, with the label the server gave them; the thumbnail is their most
+    suspicious face with an overlay."""
     best: dict[int, tuple[float, int, int]] = {}
     for frame in frames:
         for face in frame.faces:
@@ -351,20 +348,20 @@ def person_summaries(report: Mapping[str, Any], frames: Sequence[p.FrameResult])
             if known is None or face.fake_prob > known[0]:
                 best[face.track_id] = (face.fake_prob, frame.seq, face.face_index)
     out = []
-    for track in report.get("tracks", ()):
-        tid = track["track_id"]
-        thumb = best.get(tid)
+    for track in report.tracks:
+        thumb = best.get(track.track_id)
         out.append(
             PersonSummary(
-                track_id=tid,
-                name=person_name(tid),
-                color=person_color(tid),
-                label=track["label"],
-                score=track["score"],
-                n_faces=len(track["fake_probs"]),
-                first_s=track["first_time_s"],
-                last_s=track["last_time_s"],
+                track_id=track.track_id,
+                name=person_name(track.track_id),
+                color=person_color(track.track_id),
+                label=track.label,
+                score=track.score,
+                n_faces=track.n_faces,
+                first_s=track.first_time_s,
+                last_s=track.last_time_s,
                 thumb=None if thumb is None else (thumb[1], thumb[2]),
+                confident_fake=track.confident_fake,
             )
         )
     return out
@@ -377,42 +374,34 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s"
 
 
-def verdict(report: Mapping[str, Any]) -> Verdict:
-    """The verdict card of a ``dff.report/1`` report."""
-    media = report["media"]
-    summary = report.get("summary", {})
-    model = report["model"]
-    label = report["label"]
-    facts = [f"{media['width']}×{media['height']}"]
-    if not media["is_image"]:
-        if media.get("duration_s"):
-            facts.append(_duration(media["duration_s"]))
-        facts.append(f"{summary.get('n_frames', len(report.get('frames', ())))} frames analysed")
-    n_people = summary.get("n_people", len(report.get("tracks", ())))
-    n_faces = summary.get("n_faces", 0)
-    facts.append(f"{n_faces} face{'' if n_faces == 1 else 's'}")
-    facts.append(f"{n_people} {'person' if n_people == 1 else 'people'}")
-    total_s = report.get("timings", {}).get("total_s")
-    if total_s is not None:
-        facts.append(f"analysed in {_duration(total_s)}")
-    model_text = f"{model['name']} (sha256 {model['sha256'][:12]}…)"
-    if model.get("device"):
-        model_text += f" on {model['device']}, {model.get('precision', 'fp32')}"
-    if model.get("card_summary"):
-        model_text += f" — {model['card_summary']}"
-    strategy = report["strategy"]
+def verdict(report: p.Report) -> Verdict:
+    """The verdict card of a report: its label as the server decided it."""
+    media, model, summary = report.media, report.model, report.summary
+    facts = [f"{media.width}×{media.height}"]
+    if not media.is_image:
+        if media.duration_s:
+            facts.append(_duration(media.duration_s))
+        facts.append(f"{summary.n_frames} frames analysed")
+    facts.append(f"{summary.n_faces} face{'' if summary.n_faces == 1 else 's'}")
+    facts.append(f"{summary.n_people} {'person' if summary.n_people == 1 else 'people'}")
+    facts.append(f"analysed in {_duration(report.timings.total_s)}")
+    model_text = f"{model.name} (sha256 {model.sha256[:12]}…)"
+    if model.device:
+        model_text += f" on {model.device}, {model.precision}"
+    if model.card_summary:
+        model_text += f" — {model.card_summary}"
     return Verdict(
-        label=label,
-        title=LABEL_TITLES.get(label, label.upper()),
-        score=report["score"],
-        threshold=report["threshold"],
-        strategy=strategy,
-        strategy_text=(PHOTO_STRATEGY_TEXT if media["is_image"] else STRATEGY_TEXT).get(strategy, strategy),
-        untrained=bool(model.get("untrained") or summary.get("untrained_model")),
-        incomplete=report.get("incomplete"),
-        file_name=media["name"],
-        is_image=media["is_image"],
+        label=report.label,
+        title=LABEL_TITLES.get(report.label, report.label.upper()),
+        score=report.score,
+        threshold=report.threshold,
+        strategy=report.strategy,
+        strategy_text=(PHOTO_STRATEGY_TEXT if media.is_image else STRATEGY_TEXT)[report.strategy],
+        untrained=model.untrained or summary.untrained_model,
+        incomplete=report.incomplete,
+        file_name=media.name,
+        is_image=media.is_image,
         facts=tuple(facts),
         model=model_text,
-        threshold_source=report.get("threshold_source", "settings"),
+        threshold_source=report.threshold_source,
     )

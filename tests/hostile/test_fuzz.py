@@ -124,7 +124,25 @@ VALID = [
     p.Accepted(JOB, _MEDIA, 60, p.Policy("every_s", 1.0, 16, 300), "per_person", 0.5, True, _MODEL),
     p.FrameResult(JOB, 0, 30, 1.0, 0.75, (_FACE, _FACE)),
     p.FrameResult(JOB, 1, 60, 2.0, None, ()),
-    p.Done(JOB, {"schema": REPORT_SCHEMA, "label": "fake", "frames": [{"index": 0, "score": 0.5}]}),
+    p.Done(
+        JOB,
+        p.Report(
+            REPORT_SCHEMA,
+            _MEDIA,
+            p.Policy("every_s", 1.0, 16, 300),
+            p.ReportModel("seed.pth", "ab" * 32, p.Profile("facenet", 160, 14, 160, "bilinear", 1 / 128), "cpu", False),
+            "per_person",
+            0.5,
+            0.75,
+            "fake",
+            (p.FrameRow(0, 0.0, 0.75, (p.FaceRow(0, (1.0, 2.0, 50.5, 60.0), 0.99, 0.75, 0),)),),
+            (p.Track(0, (0,), 0.0, 0.0, (0.75,), 0.75, "inconclusive"),),
+            (p.Segment(0.0, 0.0, 0.0, 0.75, 1),),
+            p.Timings(),
+            "0.1.0",
+            p.Summary(1, 1, 1, 1, False),
+        ),
+    ),
     p.Error(code="busy", message="try later", job_id=JOB),
 ]
 assert {type(m) for m in VALID} == set(p.CLIENT_MESSAGES + p.SERVER_MESSAGES), "a message type is not fuzzed"
@@ -302,7 +320,8 @@ def test_numbers_beyond_float_range_are_refused_in_float_fields(field, value):
 def test_a_decoded_report_can_be_encoded_again(literal):
     """``report`` is any JSON object: a number that is not finite must not get through decode only to
     make ``encode`` (which writes strict JSON) fail later."""
-    report = '{"schema":"' + REPORT_SCHEMA + '","x":[' + literal + "]}"
+    report = json.dumps(VALID[8].report.to_json()).replace('"total_s": 0.0', '"total_s": ' + literal)
+    assert literal in report
     text = '{"type":"done","v":1,"job_id":"' + JOB + '","report":' + report + "}"
     with pytest.raises(p.ProtocolError) as err:
         p.decode(text)
@@ -508,10 +527,10 @@ def test_the_live_server_survives_a_fuzzed_session(fuzz_server, tmp_path):
     frames = [m for m in messages if isinstance(m, p.FrameResult)]
     done = messages[-1]
     assert isinstance(done, p.Done), done
-    assert done.job_id == accepted.job_id and done.report["schema"] == REPORT_SCHEMA
-    assert accepted.planned_frames == len(frames) == len(done.report["frames"]) == 2
+    assert done.job_id == accepted.job_id and done.report.schema == REPORT_SCHEMA
+    assert accepted.planned_frames == len(frames) == len(done.report.frames) == 2
     assert all(len(f.faces) == 1 for f in frames)
-    assert get_json(f"{fuzz_server.http}/v1/reports/{done.job_id}") == (200, done.report)
+    assert get_json(f"{fuzz_server.http}/v1/reports/{done.job_id}") == (200, done.report.to_json())
     status, health = get_json(f"{fuzz_server.http}/healthz")
     assert status == 200 and health["status"] == "ok"
     assert health["queue"]["running"] == 0

@@ -377,7 +377,7 @@ def upload(server: Server, path: Path, name: str | None) -> Outcome:
         async for message in analyze_file(path, server.served.ws, name=name):
             last = message
         if isinstance(last, p.Done):
-            return Outcome(report=last.report)
+            return Outcome(report=last.report.to_json())
         if isinstance(last, p.Error):
             if last.code == "internal":
                 return Outcome(crash=f"internal: {last.message}")

@@ -44,7 +44,7 @@ def test_long_names_are_analysed_under_a_shortened_name(server, media, name):
     messages = analyze_sync(server.ws, media["short"], name=name)
     done = messages[-1]
     assert isinstance(done, p.Done), done
-    stored = done.report["media"]["name"]
+    stored = done.report.media.name
     assert stored == safe_file_name(name) and stored.endswith(".mp4") and len(stored.encode()) <= MAX_NAME_BYTES
 
 

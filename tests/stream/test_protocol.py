@@ -20,6 +20,29 @@ JOB = "AbCdEfGh12345678_-xyzQ"
 MODEL = p.ModelSummary(name="seed.pth", sha256="ab" * 32, device="cpu", untrained=False)
 MEDIA = p.Media("clip.mp4", 1234, "cd" * 32, "mov,mp4", "h264", 640, 360, 30.0, 2.0, 0, False, 60)
 FACE = p.Face(0, (1.0, 2.0, 50.5, 60.0), 0.99, 0.75, 3, base64.b64encode(b"\xff\xd8jpeg").decode())
+PROFILE = p.Profile("facenet-vggface2", 160, 14, 160, "bilinear", 1 / 128, (127.5,) * 3, (128.0,) * 3)
+REPORT_MODEL = p.ReportModel("seed.pth", "ab" * 32, PROFILE, "cpu", False, card_name="sbi", temperature=1.5)
+FACE_ROW = p.FaceRow(0, (1.0, 2.0, 50.5, 60.0), 0.99, 0.75, 3)
+FRAME_ROWS = (p.FrameRow(30, 1.0, 0.75, (FACE_ROW,)), p.FrameRow(60, 2.0, None, ()))
+TRACK = p.Track(3, (30,), 1.0, 1.0, (0.75,), 0.75, "inconclusive", confident_fake=False)
+SEGMENTS = (p.Segment(1.0, 1.0, 1.0, 0.75, 1), p.Segment(1.0, 1.0, 1.0, 0.75, 1, track_id=3))
+REPORT = p.Report(
+    schema=REPORT_SCHEMA,
+    media=MEDIA,
+    policy=p.Policy("every_s", 1.0, 16, 300),
+    model=REPORT_MODEL,
+    strategy="per_person",
+    threshold=0.5,
+    score=0.75,
+    label="fake",
+    frames=FRAME_ROWS,
+    tracks=(TRACK,),
+    segments=SEGMENTS,
+    timings=p.Timings(0.1, 0.2, 0.3, 0.7),
+    version="0.1.0",
+    summary=p.Summary(2, 1, 1, 1, False),
+    threshold_source="model card",
+)
 
 MESSAGES = [
     p.Start(name="clip.mp4", size_bytes=1234),
@@ -31,6 +54,7 @@ MESSAGES = [
     p.Progress(JOB, "queued", 0, None, 2),
     p.Progress(JOB, "analyzing", 0, 60),
     p.Accepted(JOB, MEDIA, 60, p.Policy("every_s", 1.0, 16, 300), "per_person", 0.5, True, MODEL),
+    p.Accepted(JOB, MEDIA, 60, p.Policy("count", 1.0, 8, 8), "mean", 0.7, True, MODEL, "request", 0.1),
     p.Accepted(
         JOB,
         dataclasses.replace(MEDIA, fps=None, duration_s=None, frame_count=None),
@@ -43,7 +67,8 @@ MESSAGES = [
     ),
     p.FrameResult(JOB, 0, 30, 1.0, 0.75, (FACE, dataclasses.replace(FACE, face_index=1, overlay_jpeg_b64=None))),
     p.FrameResult(JOB, 1, 60, 2.0, None, ()),
-    p.Done(JOB, {"schema": REPORT_SCHEMA, "label": "fake", "frames": [{"index": 0}]}),
+    p.Done(JOB, REPORT),
+    p.Done(JOB, dataclasses.replace(REPORT, score=None, label="no_face", frames=(), tracks=(), segments=())),
     p.Error(code="busy", message="try later"),
     p.Error(code="unsupported_media", message="not a video", job_id=JOB),
 ]
@@ -138,6 +163,13 @@ SERVER_REJECTED = [
     _server("frame", **{**_FRAME, "faces": [{**FACE.to_json(), "xyxy": [1, 2, 3]}]}),
     _server("frame", **{**_FRAME, "faces": [{**FACE.to_json(), "overlay_jpeg_b64": "not base64!"}]}),
     _server("done", job_id=JOB, report={"schema": "other/9"}),
+    _server("done", job_id=JOB, report={**REPORT.to_json(), "schema": "other/9"}),
+    _server("done", job_id=JOB, report={**REPORT.to_json(), "label": "maybe"}),
+    _server("done", job_id=JOB, report={**REPORT.to_json(), "extra": 1}),  # closed, like every record
+    _server("done", job_id=JOB, report={**REPORT.to_json(), "score": None}),  # a fake verdict needs a score
+    _server("done", job_id=JOB, report={**REPORT.to_json(), "frames": [{**FRAME_ROWS[1].to_json(), "score": 0.5}]}),
+    _server("done", job_id=JOB, report={**REPORT.to_json(), "tracks": [{**TRACK.to_json(), "label": "FAKE"}]}),
+    _server("accepted", **{**json.loads(p.encode(MESSAGES[8])), "inconclusive_band": 0.5}),
     _server("error", code="Not A Code", message="m"),
     _server("progress", job_id=JOB, stage="sleeping", frames_done=0, frames_planned=None),
 ]
@@ -167,11 +199,11 @@ def _nested(depth: int) -> dict:
 @pytest.mark.parametrize(
     "report",
     [
-        {"label": "\ud800"},
+        "\ud800",
         {"\udfff": 1},
-        {"score": float("nan")},
-        {"x": [float("inf")]},
-        {"x": {1, 2}},
+        float("nan"),
+        [float("inf")],
+        {1, 2},
         _nested(100_000),
     ],
     ids=["surrogate-value", "surrogate-key", "nan", "inf", "set", "deep"],
@@ -180,12 +212,14 @@ def test_a_report_that_cannot_be_sent_is_refused_when_built(report):
     """``Done.report`` is sent as strict JSON in UTF-8: what ``encode`` could not write is ``bad_message`` at
     construction (a typed error where the message is made), never a ValueError/RecursionError at send time."""
     with pytest.raises(p.ProtocolError) as err:
-        p.Done(JOB, {"schema": REPORT_SCHEMA, **report})
+        p.Done(JOB, {**REPORT.to_json(), "version": report})
     assert err.value.code == "bad_message"
 
 
 def test_a_decoded_report_with_a_lone_surrogate_is_bad_message():
-    text = '{"type":"done","v":1,"job_id":"' + JOB + '","report":{"schema":"' + REPORT_SCHEMA + '","n":"\\ud800"}}'
+    report = json.dumps(REPORT.to_json())
+    text = '{"type":"done","v":1,"job_id":"' + JOB + '","report":' + report.replace('"0.1.0"', '"\\ud800"') + "}"
+    assert "ud800" in text
     with pytest.raises(p.ProtocolError) as err:
         p.decode(text, p.SERVER_MESSAGES)
     assert err.value.code == "bad_message"
@@ -239,3 +273,67 @@ def test_client_side_imports_no_torch_and_no_pipeline():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------------------------- reports
+
+JOB_LISTING = p.JobListing(
+    JOB, "done", 1.5, 2.5, "clip.mp4", 1234, "cd" * 32, p.JobModel("seed.pth", "ab" * 32), "fake", 0.75, 2, None
+)
+RECORDS = [
+    PROFILE,
+    dataclasses.replace(PROFILE, mean=None, std=None),
+    REPORT_MODEL,
+    FACE_ROW,
+    *FRAME_ROWS,
+    TRACK,
+    *SEGMENTS,
+    p.Timings(0.1, 0.2, 0.3, 0.7),
+    p.Summary(2, 1, 1, 1, False),
+    REPORT,
+    p.StoredFrames(JOB, "cancelled", FRAME_ROWS),
+    p.JobModel("seed.pth", None),
+    p.JobError("decode_error", "cut"),
+    JOB_LISTING,
+    dataclasses.replace(JOB_LISTING, status="failed", label=None, score=None, error=p.JobError("bad_media", None)),
+    p.ReportPage((JOB_LISTING,), "17"),
+    p.ReportPage((), None),
+]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_report_records_round_trip(record):
+    """Every report/HTTP record: to JSON text and back is equal."""
+    text = json.dumps(record.to_json(), allow_nan=False)
+    assert type(record).from_json(json.loads(text)) == record
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_report_records_schema_validates_their_json(record):
+    jsonschema = pytest.importorskip("jsonschema")
+    text = json.dumps(record.to_json(), allow_nan=False)
+    schema = {**p.json_schema(), "$ref": f"#/$defs/{type(record).__name__}"}
+    del schema["oneOf"]
+    jsonschema.Draft202012Validator(schema).validate(json.loads(text))
+
+
+def test_report_records_mirror_the_pipeline():
+    """The wire report has exactly the fields pipeline/report.py writes, so a report never drifts from it."""
+    from pipeline import types as t
+
+    pairs = [
+        (p.Profile, t.PreprocessProfile),
+        (p.ReportModel, t.ModelInfo),
+        (p.FaceRow, t.FaceRow),
+        (p.FrameRow, t.FrameRow),
+        (p.Track, t.Track),
+        (p.Segment, t.Segment),
+        (p.Timings, t.StageTimings),
+    ]
+    for wire, pipe in pairs:
+        assert {f.name for f in dataclasses.fields(wire)} == {f.name for f in dataclasses.fields(pipe)}, wire
+    assert {f.name for f in dataclasses.fields(p.Report)} == {f.name for f in dataclasses.fields(t.Report)} | {
+        "schema",
+        "summary",
+    }
+    assert set(p.LabelName.__args__) == {label.value for label in t.Label}

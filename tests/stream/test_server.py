@@ -52,8 +52,8 @@ def test_exact_message_sequence_and_report_over_http(server, media, models_dir):
         assert overlay.format == "JPEG" and overlay.size == (160, 160)
     # the report was committed before `done`, and HTTP serves exactly what `done` carried
     status, stored = get_json(f"{server.http}/v1/reports/{job_id}")
-    assert status == 200 and stored == done.report
-    report = report_from_dict(done.report)
+    assert status == 200 and stored == done.report.to_json()
+    report = report_from_dict(done.report.to_json())
     assert report.model.name == "random.pth" and report.model.sha256 == accepted.model.sha256
     assert len(report.frames) == 4
     assert not list((server.settings.data_dir / "uploads").glob("*/*"))  # upload deleted (privacy)
@@ -166,7 +166,7 @@ def test_second_client_attaches_gets_the_replay_and_keeps_the_job_alive(server, 
 
 
 def test_four_concurrent_clients_get_the_same_reports_as_solo_runs(server, media):
-    solo = {name: analyze_sync(server.ws, media[name])[-1].report for name in ("short", "two")}
+    solo = {name: analyze_sync(server.ws, media[name])[-1].report.to_json() for name in ("short", "two")}
 
     async def together():
         names = ["short", "two", "short", "two"]
@@ -179,7 +179,7 @@ def test_four_concurrent_clients_get_the_same_reports_as_solo_runs(server, media
         assert isinstance(messages[-1], p.Done), messages[-1]
         frames = [m for m in messages if isinstance(m, p.FrameResult)]
         assert [f.seq for f in frames] == list(range(4))  # complete and in order
-        assert stable(messages[-1].report) == stable(solo[name])
+        assert stable(messages[-1].report.to_json()) == stable(solo[name])
     assert len({timed[-1][1].job_id for timed in runs}) == 4
     # they really ran at the same time: every job saw frames before the others were done
     first_frames = [next(t for t, m in timed if isinstance(m, p.FrameResult)) for timed in runs]
@@ -236,4 +236,4 @@ def test_raw_websockets_client_can_pipeline_start_and_bytes(server, media):
         "frame",
         "done",
     ]
-    assert messages[3].media.is_image and messages[-1].report["media"]["name"] == "face.png"
+    assert messages[3].media.is_image and messages[-1].report.media.name == "face.png"

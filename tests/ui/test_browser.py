@@ -204,10 +204,10 @@ def test_history_reopens_a_report_with_its_timeline(page, ui_server, files, shoo
     row.locator(".body-cell").nth(1).click()
     page.wait_for_selector("#dff-verdict .dff-verdict")
     assert page.get_by_role("tab", name="Analyze").get_attribute("aria-selected") == "true"
-    assert distinct_points(page) == len(done.report["frames"])
-    assert page.locator("#dff-timeline g.person").count() == len(done.report["tracks"])
+    assert distinct_points(page) == len(done.report.frames)
+    assert page.locator("#dff-timeline g.person").count() == len(done.report.tracks)
     assert "Reopened from History" in page.inner_text("#dff-status")
-    assert json.loads(download(page, "#dff-dl-json"))["media"]["sha256"] == done.report["media"]["sha256"]
+    assert json.loads(download(page, "#dff-dl-json"))["media"]["sha256"] == done.report.media.sha256
     shoot("08-history-reopened")
 
 

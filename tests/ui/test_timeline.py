@@ -36,44 +36,44 @@ def frames_of(spec: list[dict[int, float]], step_s: float = 0.5) -> list[p.Frame
     return out
 
 
-def report(**overrides: Any) -> dict[str, Any]:
+def report(**overrides: Any) -> p.Report:
+    """A typed report (as ``done`` carries it); a dict override is merged into that part of the JSON."""
     base: dict[str, Any] = {
         "schema": "dff.report/1",
-        "media": {"name": "clip.mp4", "width": 640, "height": 360, "is_image": False, "duration_s": 2.0},
-        "model": {"name": "seed.pth", "sha256": "ab" * 32, "untrained": False, "card_summary": None},
+        "media": {
+            "name": "clip.mp4", "size_bytes": 1000, "sha256": "cd" * 32, "container": "mov,mp4", "codec": "h264",
+            "width": 640, "height": 360, "fps": 10.0, "duration_s": 2.0, "rotation_deg": 0, "is_image": False,
+            "frame_count": 20,
+        },
+        "policy": {"mode": "every_s", "every_s": 0.5, "count": 16, "max_frames": 300},
+        "model": {
+            "name": "seed.pth", "sha256": "ab" * 32, "untrained": False, "card_summary": None, "device": "cpu",
+            "profile": {"name": "facenet", "crop_px": 160, "margin_px": 14, "input_px": 160, "resize": "bilinear",
+                        "scale": 1 / 128, "mean": None, "std": None},
+        },
         "strategy": "per_person",
         "threshold": 0.5,
         "score": 0.91,
         "label": "fake",
         "frames": [],
         "tracks": [
-            {
-                "track_id": 0,
-                "fake_probs": [0.9, 0.92],
-                "score": 0.91,
-                "label": "fake",
-                "first_time_s": 0.0,
-                "last_time_s": 0.5,
-            },
-            {
-                "track_id": 1,
-                "fake_probs": [0.2],
-                "score": 0.2,
-                "label": "real",
-                "first_time_s": 0.5,
-                "last_time_s": 0.5,
-            },
+            {"track_id": 0, "frame_indices": [0, 5], "fake_probs": [0.9, 0.92], "score": 0.91, "label": "fake",
+             "first_time_s": 0.0, "last_time_s": 0.5, "confident_fake": True},
+            {"track_id": 1, "frame_indices": [5], "fake_probs": [0.2], "score": 0.2, "label": "real",
+             "first_time_s": 0.5, "last_time_s": 0.5},
         ],
         "segments": [
             {"start_s": 0.0, "end_s": 0.5, "peak_s": 0.5, "peak_prob": 0.92, "n_frames": 2, "track_id": None},
             {"start_s": 0.0, "end_s": 0.5, "peak_s": 0.5, "peak_prob": 0.92, "n_frames": 2, "track_id": 0},
         ],
         "timings": {"total_s": 1.25},
+        "version": "0.1.0",
         "incomplete": None,
         "summary": {"n_frames": 2, "n_faces": 3, "n_people": 2, "n_segments": 1, "untrained_model": False},
-    }
-    base.update(overrides)
-    return base
+    }  # fmt: skip
+    for key, value in overrides.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base[key], dict) else value
+    return p.decode_report(base)
 
 
 # -------------------------------------------------------------------------------------------- names
@@ -99,7 +99,7 @@ def test_frames_from_rows_rebuilds_stored_frames():
             {"face_index": 0, "xyxy": [1, 2, 3, 4], "detector_prob": 0.9, "fake_prob": 0.7, "track_id": 0}]},
         {"index": 10, "time_s": 1.0, "score": None, "faces": []},
     ]  # fmt: skip
-    frames = tl.frames_from_rows(JOB, rows)
+    frames = tl.frames_from_rows(JOB, p.StoredFrames.from_json({"id": JOB, "status": "done", "frames": rows}).frames)
     assert [f.seq for f in frames] == [0, 1]
     assert frames[0].faces[0].xyxy == (1.0, 2.0, 3.0, 4.0) and frames[0].faces[0].overlay_jpeg_b64 is None
     assert frames[1].score is None and frames[1].faces == ()
@@ -114,9 +114,9 @@ def test_frames_from_rows_rebuilds_stored_frames():
             {"face_index": 0, "xyxy": [1, 2, 3, 4], "detector_prob": 0.9, "fake_prob": 2.0, "track_id": 0}]},
     ],
 )  # fmt: skip
-def test_frames_from_rows_rejects_malformed_rows(row):
+def test_stored_frame_rows_reject_malformed_rows(row):
     with pytest.raises(p.ProtocolError):
-        tl.frames_from_rows(JOB, [row])
+        p.StoredFrames.from_json({"id": JOB, "status": "done", "frames": [row]})
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_suspicious_spans(scores, threshold, expected):
 
 def test_report_spans_keep_frame_level_segments_only():
     assert tl.report_spans(report()) == (tl.Span(0.0, 0.5, 0.92, 2),)
-    assert tl.report_spans({"segments": []}) == ()
+    assert tl.report_spans(report(segments=[])) == ()
 
 
 @pytest.mark.parametrize(
@@ -373,17 +373,17 @@ def test_verdict_card_flags_an_untrained_model_and_explains_heatmaps():
 
 
 def test_verdict_card_says_where_the_threshold_came_from():
-    html = cards.verdict_card(tl.verdict({**report(), "threshold": 0.73, "threshold_source": "model card"}), 0.05)
+    html = cards.verdict_card(tl.verdict(report(threshold=0.73, threshold_source="model card")), 0.05)
     assert "threshold 0.73" in html and "calibrated, from the model card" in html
     assert 'data-source="settings"' in cards.verdict_card(tl.verdict(report()), 0.05)  # older reports
 
 
 def test_people_cards_use_the_overlay_or_a_coloured_placeholder():
     people = tl.person_summaries(report(), [])
-    html = cards.people_cards(people, {0: B64}, 0.5, 0.05)
+    html = cards.people_cards(people, {0: B64}, 0.5)
     assert html.count('class="dff-person"') == 2
     assert f"data:image/jpeg;base64,{B64}" in html and "dff-thumb-none" in html
-    assert "seen 0.0–0.5 s" in html and "seen" not in cards.people_cards(people, {}, 0.5, 0.05, is_image=True)
+    assert "seen 0.0–0.5 s" in html and "seen" not in cards.people_cards(people, {}, 0.5, is_image=True)
 
 
 @pytest.mark.parametrize(
@@ -398,3 +398,26 @@ def test_model_card_cell_shows_metrics_and_calibration_or_why_not():
     assert cards.model_card_text(card, "ok") == "sbi — frame AUC 0.61 on ffpp — calibrated threshold 0.73, T=1.50"
     assert cards.model_card_text(None, "none") == "no model card"
     assert "other weights" in cards.model_card_text(None, "stale")
+
+
+@pytest.mark.parametrize(
+    ("track", "badge", "hint"),
+    [
+        # the issue-10 bug: on a video INCONCLUSIVE at 0.50, a confidently fake person at 0.50 showed FAKE
+        ({"fake_probs": [0.5] * 3, "score": 0.5, "label": "inconclusive", "confident_fake": True},
+         "INCONCLUSIVE", "too close to the threshold"),
+        ({"fake_probs": [0.9, 0.3], "score": 0.6, "label": "inconclusive"}, "INCONCLUSIVE", "too few frames agree"),
+        ({"fake_probs": [0.48] * 3, "score": 0.48, "label": "inconclusive"}, "INCONCLUSIVE", "too close"),
+        ({"fake_probs": [0.9] * 3, "score": 0.9, "label": "fake", "confident_fake": True}, "FAKE", None),
+        ({"fake_probs": [0.5] * 3, "score": 0.5, "label": "real"}, "REAL", None),  # shown as given, never redone
+    ],
+)  # fmt: skip
+def test_a_person_card_shows_the_label_the_report_gives(track, badge, hint):
+    body = {"track_id": 0, "frame_indices": [0, 5, 10][: len(track["fake_probs"])], "first_time_s": 0.0,
+            "last_time_s": 1.0, **track}  # fmt: skip
+    people = tl.person_summaries(report(score=0.5, label="inconclusive", tracks=[body]), [])
+    html = cards.people_cards(people, {}, 0.5)
+    badges = re.findall(r'<span class="dff-badge dff-(\w+)">([A-Z ]+)</span>', html)
+    assert badges == [(badge.lower(), badge)], html
+    assert "P(fake) 0.50" in html or track["score"] != 0.5
+    assert (hint is None) == ("dff-p-hint" not in html) and (hint is None or hint in html)
