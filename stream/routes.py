@@ -32,11 +32,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from pipeline import __version__
+from pipeline.cards import list_models as model_entries
 from pipeline.device import pick_device
 from pipeline.errors import ModelError
 from pipeline.models import CHECKPOINT_SUFFIXES, file_sha256, load_model
 from pipeline.report import report_from_dict, report_to_csv
-from pipeline.train.card import list_models as model_entries
 from stream import protocol as p
 from stream.auth import admin_ok, token_ok
 from stream.service import Service

@@ -11,8 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from pipeline.config import PRECISIONS, Settings
 from pipeline.threads import apply_entry_thread_environment
+from pipeline.types import SampleMode
 from ui import cmd_analyze, cmd_models, cmd_serve
+from ui.cmd_flags import add_sampling_flags, add_strategy_flag
+
+
+def _default(name: str) -> object:
+    """A Settings field's default, for help texts (so the number is written once, in Settings)."""
+    return Settings.__dataclass_fields__[name].default
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -32,32 +40,25 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("--device", help="auto (default: cuda when available, else cpu), cpu, cuda, cuda:1, ...")
     m.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
+        choices=PRECISIONS,
         help="the classifier trunk's precision (default auto: bf16 where the hardware has it natively, else "
         "fp32; Grad-CAM's block and the head always run in fp32)",
     )
 
-    s = p.add_argument_group("sampling (pick one; default: one frame per second)")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--every-s", type=float, metavar="SECONDS", help="one frame every SECONDS of video time")
-    g.add_argument("--count", type=int, metavar="N", help="N frames spread evenly over the video")
-    g.add_argument("--keyframes", action="store_true", help="every keyframe")
-    g.add_argument("--all-frames", action="store_true", help="every frame (slow)")
-    s.add_argument("--max-frames", type=int, metavar="N", help="never more than N frames per video (default 300)")
+    s = p.add_argument_group(f"sampling (pick one; default: one frame every {_default('every_s'):g} s)")
+    add_sampling_flags(s, max_frames_default=f"default {_default('max_frames')}")
 
     v = p.add_argument_group("verdict")
-    v.add_argument(
-        "--strategy",
-        choices=["per_person", "mean", "max_frame", "confident"],
-        help="how face scores become a video score (default per_person)",
-    )
+    add_strategy_flag(v, default=f"default {_default('strategy').value}")
     v.add_argument(
         "--threshold",
         type=float,
         help="P(fake) at or above which a score means FAKE (default: the model card's calibrated threshold, else 0.5)",
     )
     v.add_argument(
-        "--band", type=float, help="scores within this distance of the threshold are INCONCLUSIVE (default 0.05)"
+        "--band",
+        type=float,
+        help=f"scores within this distance of the threshold are INCONCLUSIVE (default {_default('inconclusive_band')})",
     )
 
     d = p.add_argument_group("detection and batching")
@@ -104,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the service: websocket + HTTP API (and the web UI) on one port",
         description="Serve ws://HOST:PORT/v1/analyze (stream files, get frames live) and the HTTP report API "
         "(/v1/reports, /healthz) on one port. Reports persist in the data directory. Settings come from "
-        "DFF_* variables (DFF_TOKEN enables bearer auth); flags override them. SIGTERM/SIGINT: running "
+        "DFF_* variables (DFF_TOKEN enables bearer auth; DFF_ALLOWED_HOSTS, DFF_MAX_JOBS_PER_CLIENT, "
+        "DFF_MIN_UPLOAD_KIB_S and DFF_UPLOAD_GRACE_S hold off hostile clients); flags override them. "
+        "SIGTERM/SIGINT: running "
         "jobs get DFF_SHUTDOWN_GRACE_S to finish, the rest are stored as interrupted.",
     )
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
@@ -115,6 +118,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-jobs", type=int, help="jobs analysed at once, interleaved on one model (default 4)")
     serve.add_argument("--max-queue", type=int, help="more jobs that may wait before clients get busy (default 8)")
     serve.add_argument("--keep-uploads", action="store_true", help="keep uploaded media (default: delete)")
+    h = serve.add_argument_group("hostile clients (each flag overrides its DFF_ variable, e.g. DFF_ALLOWED_HOSTS)")
+    h.add_argument(
+        "--allowed-hosts",
+        metavar="HOSTS",
+        help="comma-separated Host names served besides loopback and the bound address, '*' = any; any other "
+        "Host gets 421 (DNS rebinding). Default: none",
+    )
+    h.add_argument(
+        "--max-jobs-per-client",
+        type=int,
+        metavar="N",
+        help="jobs one client IP may have uploading, waiting or running before it gets busy; 0 = no cap "
+        f"(default {_default('max_jobs_per_client')}; behind a proxy every client is one IP)",
+    )
+    h.add_argument(
+        "--min-upload-kib-s",
+        type=float,
+        metavar="KIB_S",
+        help="slowest upload accepted: byte N must arrive by UPLOAD_GRACE_S + N / KIB_S after the upload "
+        f"began, else timeout (default {_default('min_upload_kib_s'):g})",
+    )
+    h.add_argument(
+        "--upload-grace-s",
+        type=float,
+        metavar="SECONDS",
+        help=f"the start-up allowance of that rule (default {_default('upload_grace_s'):g})",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_analysis_options(serve)
     serve.set_defaults(func=cmd_serve.serve)
@@ -133,13 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--json", type=Path, metavar="FILE", help="write the report JSON to FILE")
     client.add_argument("--overlays", type=Path, metavar="DIR", help="ask for Grad-CAM overlays; save JPEGs in DIR")
     cs = client.add_argument_group("analysis options (default: the server's)")
-    g = cs.add_mutually_exclusive_group()
-    g.add_argument("--every-s", type=float, metavar="SECONDS", help="one frame every SECONDS")
-    g.add_argument("--count", type=int, metavar="N", help="N frames spread evenly")
-    g.add_argument("--keyframes", action="store_true", help="every keyframe")
-    g.add_argument("--all-frames", action="store_true", help="every frame")
-    cs.add_argument("--max-frames", type=int, metavar="N", help="at most N frames")
-    cs.add_argument("--strategy", choices=["per_person", "mean", "max_frame", "confident"])
+    add_sampling_flags(cs, max_frames_default="default: the server's")
+    add_strategy_flag(cs, default="default: the server's")
     cs.add_argument("--threshold", type=float, help="P(fake) at or above which a score means FAKE")
     client.set_defaults(func=cmd_analyze.client)
     train = sub.add_parser(
@@ -172,8 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-fraction", type=float, help="share of faces held out by source file (default 0.2)")
     train.add_argument("--input-px", type=int, help="model input size (default: the init checkpoint's, 256 for new)")
     train.add_argument("--trainable", choices=["all", "top", "head"], help="layers to train (default all)")
-    train.add_argument("--every-s", type=float, metavar="SECONDS", help="video sampling for training (default 0.5)")
-    train.add_argument("--max-frames", type=int, metavar="N", help="frames per video at most (default 60)")
+    # the defaults are TrainConfig's (pipeline/train/trainer.py), which imports torch: not read at --help
+    add_sampling_flags(
+        train,
+        modes=(SampleMode.EVERY_S,),
+        defaults={SampleMode.EVERY_S: "0.5"},
+        max_frames_default="default 60",
+        what="training video sampling: ",
+    )
     train.add_argument("--max-steps", type=int, metavar="N", help="stop at N optimiser steps (a resumed run counts on)")
     train.add_argument("--max-minutes", type=float, help="stop (and save) after this wall time, face finding included")
     train.add_argument("--no-augment", action="store_true", help="no JPEG/blur/resize/colour/flip augmentation")
@@ -208,10 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--target-fpr", type=float, default=0.01, help="FPR the calibrated threshold aims at (default 0.01)"
     )
     evaluate.add_argument("--threshold", type=float, help="P(fake) threshold for accuracy (default: card's, else 0.5)")
-    eg = evaluate.add_mutually_exclusive_group()
-    eg.add_argument("--every-s", type=float, metavar="SECONDS", help="video sampling: one frame every SECONDS")
-    eg.add_argument("--count", type=int, metavar="N", help="video sampling: N frames spread evenly")
-    evaluate.add_argument("--max-frames", type=int, metavar="N", help="at most N frames per video (default 300)")
+    add_sampling_flags(
+        evaluate,
+        modes=(SampleMode.EVERY_S, SampleMode.COUNT),
+        defaults={SampleMode.EVERY_S: f"{_default('every_s'):g}"},
+        max_frames_default=f"default {_default('max_frames')}",
+        what="video sampling: ",
+    )
     evaluate.add_argument("--min-face-px", type=int, help="smallest face to detect (default 20 photos, 40 videos)")
     evaluate.add_argument("--classify-batch", type=int, help="faces per classifier batch (default 32)")
     evaluate.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -228,17 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--dir", type=Path, help="models directory (default $DFF_MODELS_DIR or DATA_DIR/models)")
     models.set_defaults(func=cmd_models.models)
 
+    # bench/ is the top floor: nothing imports it (tests/test_architecture.py), so `dff bench` hands its
+    # arguments, --help included, to `python -m bench` in a child process. prefix_chars: no flag is ours.
     bench = sub.add_parser(
         "bench",
-        help="benchmark: naive loop vs the pipeline, decode limit, first-frame latency, memory",
-        description="Generate a 720p30 clip with 3 moving faces (from examples/astronaut.jpg), run the naive "
-        "per-face loop and analyze() side by side on it (and on ../shared/media videos when present), print "
-        "frames/s, faces/s, ms per stage, peak RSS and the targets P1-P5, and write bench/results/<date>-<host>.json. "
-        "Uses a calibrated random checkpoint: no model needed.",
+        help="benchmark: naive loop vs the pipeline, decode limit, first-frame latency, memory "
+        "(runs `python -m bench`; `dff bench --help` lists its options)",
+        add_help=False,
+        prefix_chars="\0",
     )
-    from bench.__main__ import add_arguments as _bench_arguments
-
-    _bench_arguments(bench)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_models.bench)
     return parser
 

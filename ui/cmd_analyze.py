@@ -19,22 +19,14 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 def settings_from_args(args: argparse.Namespace):  # -> pipeline.config.Settings
     from pipeline.config import Settings
-    from pipeline.types import SampleMode, Strategy
+    from pipeline.types import Strategy
+    from ui.cmd_flags import sample_mode
 
-    mode = None
-    if args.every_s is not None:
-        mode = SampleMode.EVERY_S
-    elif args.count is not None:
-        mode = SampleMode.COUNT
-    elif args.keyframes:
-        mode = SampleMode.KEYFRAMES
-    elif args.all_frames:
-        mode = SampleMode.ALL
     return Settings.from_env(
         checkpoint=args.checkpoint,
         device=args.device,
         precision=args.precision,
-        sample_mode=mode,
+        sample_mode=sample_mode(args),
         every_s=args.every_s,
         sample_count=args.count,
         max_frames=args.max_frames,
@@ -225,6 +217,7 @@ def client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.report import report_from_dict
     from stream import protocol as p
     from ui.client import ClientError, accepted_line, analyze_file, attach, frame_line
+    from ui.cmd_flags import sample_mode
 
     if (args.file is None) == (args.attach is None):
         print("dff client: give a FILE to analyse or --attach JOB_ID", file=err)
@@ -232,11 +225,10 @@ def client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = Settings.from_env()
     url = args.url or f"ws://{settings.host}:{settings.port}/v1/analyze"
     token = args.token or settings.token
-    mode = "every_s" if args.every_s else "count" if args.count else "keyframes" if args.keyframes else None
-    mode = "all" if args.all_frames else mode
+    mode = sample_mode(args)
     try:
         options = p.Options(
-            sample_mode=mode,
+            sample_mode=None if mode is None else mode.value,
             every_s=args.every_s,
             count=args.count,
             max_frames=args.max_frames,

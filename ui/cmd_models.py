@@ -1,4 +1,5 @@
-"""``dff train``, ``dff eval``, ``dff models`` and ``dff bench``: making, measuring and timing models."""
+"""``dff train``, ``dff eval``, ``dff models`` and ``dff bench``: making, measuring and timing models
+(``dff bench`` runs ``python -m bench`` in a child process)."""
 
 from __future__ import annotations
 
@@ -62,14 +63,13 @@ def evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.config import Settings
     from pipeline.errors import DffError
     from pipeline.train.evaluate import evaluate, format_metrics
-    from pipeline.types import SampleMode
+    from ui.cmd_flags import sample_mode
 
-    mode = SampleMode.EVERY_S if args.every_s is not None else SampleMode.COUNT if args.count is not None else None
     try:
         settings = Settings.from_env(
             device=args.device,
             torch_threads=args.threads,
-            sample_mode=mode,
+            sample_mode=sample_mode(args),
             every_s=args.every_s,
             sample_count=args.count,
             max_frames=args.max_frames,
@@ -102,9 +102,10 @@ def evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from pipeline.cards import list_models
     from pipeline.config import Settings
     from pipeline.errors import DffError
-    from pipeline.train.card import format_models, list_models
+    from pipeline.train.card import format_models
 
     try:
         directory = Settings.from_env(models_dir=args.dir).resolved_models_dir
@@ -116,13 +117,17 @@ def models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import dataclasses
+    """``dff bench ARGS`` runs ``python -m bench ARGS`` in a child process and returns its exit code.
 
-    from bench.__main__ import config_from_args
-    from bench.suite import run_suite
+    bench/ is the top floor, imported by nothing (tests/test_architecture.py): the command hands over to
+    it instead of importing it. The child writes straight to this process's stdout and stderr (file
+    descriptors 1 and 2), not to ``out``/``err``, and inherits the environment (thread settings included).
+    """
+    import subprocess
+    import sys
 
-    def log(message: str) -> None:
-        print(message, file=out, flush=True)
-
-    run_suite(dataclasses.replace(config_from_args(args), log=log))
-    return EXIT_OK
+    try:
+        return subprocess.run([sys.executable, "-m", "bench", *args.bench_args], check=False).returncode
+    except KeyboardInterrupt:  # the child got the same SIGINT and stopped; subprocess.run reaped it
+        print("dff bench: interrupted", file=err)
+        return 130

@@ -4,6 +4,7 @@ A card says what the weights are (architecture, preprocessing, SHA-256 of the ch
 were trained on, what they scored on which data, and their calibration. The service reads the card only
 when its ``sha256`` matches the file (``pipeline.models.read_card_facts``), so a stale card is never
 applied to other weights.
+Reading and listing cards (what the service needs) live in ``pipeline.cards``; this module writes them.
 
 Layout (JSON, schema ``dff.card/1``)::
 
@@ -20,11 +21,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.models import CARD_SCHEMA, CHECKPOINT_SUFFIXES, card_path, file_sha256
+from pipeline.cards import ModelEntry, read_card
+from pipeline.models import CARD_SCHEMA, card_path, file_sha256
 from pipeline.types import PreprocessProfile
 
 ARCHITECTURE = {
@@ -43,20 +44,6 @@ LIMITATIONS = (
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def read_card(checkpoint: Path) -> dict[str, Any] | None:
-    """The card beside ``checkpoint`` as a dict, or None when there is none. ValueError if it is not JSON."""
-    path = card_path(checkpoint)
-    if not path.is_file():
-        return None
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
-        raise ValueError(f"{path} is not a {CARD_SCHEMA} model card")
-    return card
 
 
 def write_card(checkpoint: Path, card: dict[str, Any]) -> Path:
@@ -152,63 +139,6 @@ def summary_line(card: dict[str, Any]) -> str:
             f"calibrated T={cal['temperature']:.3g}, threshold {cal['threshold']:.3g} @ FPR {cal['target_fpr']:.0%}"
         )
     return "; ".join(parts)
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A checkpoint in the models directory and what its card says (``card`` None: no card)."""
-
-    path: Path
-    size_bytes: int
-    modified: str
-    card: dict[str, Any] | None
-    card_matches: bool  # the card's sha256 is this file's
-    card_error: str | None = None
-    sha256: str = ""  # of the weights file
-
-    def card_facts(self) -> dict[str, Any] | None:
-        """What a model list shows of a card that describes this file: name, metrics line, calibration
-        (None without a matching card)."""
-        if self.card is None or not self.card_matches:
-            return None
-        calibration = self.card.get("calibration") or {}
-        return {
-            "name": self.card.get("name"),
-            "summary": self.card.get("summary"),
-            "temperature": calibration.get("temperature"),
-            "threshold": calibration.get("threshold"),
-        }
-
-    @property
-    def card_status(self) -> str:
-        """"ok" | "stale" (written for other weights) | "unreadable" | "none"."""
-        if self.card_error:
-            return "unreadable"
-        if self.card is None:
-            return "none"
-        return "ok" if self.card_matches else "stale"
-
-
-def list_models(models_dir: Path) -> list[ModelEntry]:
-    """Every ``*.pth``/``*.pt`` in ``models_dir``, newest first (the one the service picks by default),
-    with its card. Hashes each file to check the card still describes it."""
-    models_dir = Path(models_dir).expanduser()
-    if not models_dir.is_dir():
-        return []
-    paths = [p for p in models_dir.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES]
-    entries = []
-    for path in sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True):
-        stat = path.stat()
-        card, error = None, None
-        try:
-            card = read_card(path)
-        except ValueError as err:
-            error = str(err)
-        sha = file_sha256(path)
-        matches = card is not None and card.get("sha256") == sha
-        modified = time.strftime("%Y-%m-%d %H:%M", time.localtime(stat.st_mtime))
-        entries.append(ModelEntry(path, stat.st_size, modified, card, matches, error, sha))
-    return entries
 
 
 def format_models(models_dir: Path, entries: list[ModelEntry]) -> str:

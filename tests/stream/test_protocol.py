@@ -337,3 +337,36 @@ def test_report_records_mirror_the_pipeline():
         "summary",
     }
     assert set(p.LabelName.__args__) == {label.value for label in t.Label}
+
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory):
+    """A report made by ``pipeline.run.analyze()`` on a tiny two-person clip with random weights."""
+    from pipeline.config import Settings
+    from pipeline.engine import Engine
+    from pipeline.report import report_to_dict
+    from pipeline.run import analyze
+    from pipeline.sources import open_media_for
+    from pipeline.types import Report
+    from tests.media import moving_faces_clip
+
+    clip = moving_faces_clip(tmp_path_factory.mktemp("media") / "two.mp4", seconds=1.0, fps=10, n_faces=2)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data"), device="cpu", every_s=0.25)
+    with Engine.open(settings, allow_untrained=True) as engine, open_media_for(clip, settings) as source:
+        report = [e for e in analyze(source, engine, settings) if isinstance(e, Report)][-1]
+    return report, report_to_dict(report)
+
+
+def test_a_real_report_decodes_once_into_records(real_report):
+    report, body = real_report
+    decoded = p.decode_report(json.loads(json.dumps(body)))
+    assert decoded.to_json() == body, "decode then encode gives back the server's JSON"
+    assert (decoded.label, decoded.score, decoded.threshold) == (report.label.value, report.score, report.threshold)
+    assert decoded.media.sha256 == report.media.sha256 and decoded.model.profile.crop_px == report.model.profile.crop_px
+    assert len(decoded.frames) == len(report.frames) and decoded.summary.n_faces == report.n_faces > 0
+    assert [(t.track_id, t.label, t.confident_fake) for t in decoded.tracks] == [
+        (t.track_id, t.label.value, t.confident_fake) for t in report.tracks
+    ]
+    assert len(decoded.tracks) == 2 and all(isinstance(t, p.Track) for t in decoded.tracks)
+    done = p.decode(p.encode(p.Done(JOB, body)), p.SERVER_MESSAGES)
+    assert isinstance(done, p.Done) and done.report == decoded, "a server builds done from the JSON object"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import io
@@ -14,10 +15,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pipeline.config import PRECISIONS, Settings
 from pipeline.models import build_model, save_checkpoint
+from pipeline.types import SampleMode, Strategy
 from tests.media import astronaut, face_scene, moving_faces_clip
-from ui.cli import main
+from ui.cli import build_parser, main
 from ui.cmd_analyze import report_stems
+from ui.cmd_flags import MODE_FLAGS, sample_mode
 
 
 @pytest.fixture(scope="module")
@@ -296,3 +300,149 @@ def test_client_on_a_bad_path_is_one_line_and_exit_2_before_connecting(kind, tmp
     reason = {"directory": "is a directory", "missing": "no such file", "unreadable": "cannot", "fifo": "not a regular"}
     assert reason[kind] in lines[0]
     assert "Traceback" not in err and "connect" not in err
+
+
+# -- flags defined once (issue 10, part 7): sampling and strategy from the enums; serve's hardening flags --
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    from ui.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[name]
+
+
+def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action | None:
+    return next((a for a in parser._actions if flag in a.option_strings), None)
+
+
+def test_every_sample_mode_has_a_flag_and_the_choices_are_the_enums():
+    assert set(MODE_FLAGS) == set(SampleMode)  # a new mode without a flag fails here
+    for command in ("scan", "serve", "client"):
+        parser = _subparser(command)
+        for flag, _ in MODE_FLAGS.values():
+            assert _option(parser, flag) is not None, (command, flag)
+        assert _option(parser, "--strategy").choices == tuple(s.value for s in Strategy)
+    assert _option(_subparser("scan"), "--precision").choices == PRECISIONS
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        ("scan", {"--every-s", "--count", "--keyframes", "--all-frames", "--max-frames"}),
+        ("serve", {"--every-s", "--count", "--keyframes", "--all-frames", "--max-frames"}),
+        ("client", {"--every-s", "--count", "--keyframes", "--all-frames", "--max-frames"}),
+        ("train", {"--every-s", "--max-frames"}),
+        ("eval", {"--every-s", "--count", "--max-frames"}),
+    ],
+)
+def test_each_command_keeps_its_sampling_flags_with_no_argparse_default(command, flags):
+    parser = _subparser(command)
+    sampling = {f for f, _ in MODE_FLAGS.values()} | {"--max-frames"}
+    offered = {f for a in parser._actions for f in a.option_strings if f in sampling}
+    assert offered == flags
+    for flag in flags:  # None/False when absent: Settings (or the server, or TrainConfig) has the default
+        assert _option(parser, flag).default in (None, False), flag
+
+
+@pytest.mark.parametrize(
+    ("argv", "mode"),
+    [
+        ((), None),
+        (("--every-s", "0.5"), SampleMode.EVERY_S),
+        (("--count", "4"), SampleMode.COUNT),
+        (("--keyframes",), SampleMode.KEYFRAMES),
+        (("--all-frames",), SampleMode.ALL),
+    ],
+)
+def test_the_sampling_flag_given_is_the_mode_settings_get(argv, mode):
+    from ui.cmd_analyze import settings_from_args
+
+    args = build_parser().parse_args(["scan", "x.mp4", *argv])
+    assert sample_mode(args) == mode
+    settings = settings_from_args(args)
+    assert settings.sample_mode == (mode or Settings().sample_mode)
+    if mode is SampleMode.COUNT:
+        assert settings.sample_count == 4
+    if mode is SampleMode.EVERY_S:
+        assert settings.every_s == 0.5
+    evaluate = ["eval", "c.pth", "--real", "r", "--fake", "f", "--report", "o"]
+    assert sample_mode(build_parser().parse_args([*evaluate, "--count", "5"])) is SampleMode.COUNT
+    assert sample_mode(build_parser().parse_args(evaluate)) is None
+    assert sample_mode(build_parser().parse_args(["train", "--real", "r", "--out", "o.pth"])) is None
+
+
+def test_two_sampling_flags_at_once_are_a_usage_error(capsys):
+    for command in (
+        ["scan", "x.mp4"],
+        ["client", "x.mp4"],
+        ["eval", "c", "--real", "r", "--fake", "f", "--report", "o"],
+    ):
+        with pytest.raises(SystemExit) as stop:
+            build_parser().parse_args([*command, "--every-s", "1", "--count", "3"])
+        assert stop.value.code == 2
+        assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_serve_flags_reach_settings_and_override_the_environment(monkeypatch):
+    from ui.cmd_serve import serve_settings
+
+    monkeypatch.setenv("DFF_ALLOWED_HOSTS", "env.example")
+    monkeypatch.setenv("DFF_MAX_JOBS_PER_CLIENT", "7")
+    parse = build_parser().parse_args
+    assert serve_settings(parse(["serve"])).allowed_hosts == "env.example"  # the variable still works
+    settings = serve_settings(
+        parse(
+            [
+                "serve",
+                "--allowed-hosts",
+                "dff.example,10.0.0.5",
+                "--max-jobs-per-client",
+                "0",
+                "--min-upload-kib-s",
+                "8.5",
+                "--upload-grace-s",
+                "5",
+            ]
+        )
+    )
+    assert settings.allowed_hosts == "dff.example,10.0.0.5"
+    assert settings.max_jobs_per_client == 0
+    assert settings.min_upload_kib_s == 8.5 and settings.upload_grace_s == 5.0
+    assert serve_settings(parse(["serve"])).keep_uploads is False  # absent store_true flag overrides nothing
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--min-upload-kib-s", "0", "min_upload_kib_s"), ("--max-jobs-per-client", "-1", "max_jobs_per_client")],
+)
+def test_a_bad_serve_flag_is_one_line_and_exit_2(flag, value, message):
+    code, out, err = _run("serve", flag, value)
+    assert code == 2 and out == ""
+    assert err.startswith("dff serve: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_help_names_the_hardening_flags_and_their_variables():
+    proc = subprocess.run(
+        [sys.executable, "-m", "ui.cli", "serve", "--help"], capture_output=True, text=True, check=True
+    )
+    help_text = " ".join(proc.stdout.split())
+    for text in (
+        "--allowed-hosts",
+        "--max-jobs-per-client",
+        "--min-upload-kib-s",
+        "--upload-grace-s",
+        "DFF_ALLOWED_HOSTS",
+        "DFF_MAX_JOBS_PER_CLIENT",
+        "DFF_MIN_UPLOAD_KIB_S",
+    ):
+        assert text in help_text, text
+
+
+def test_dff_bench_hands_its_arguments_to_python_m_bench(capfd):
+    code, _, _ = _run("bench", "--help")  # the child writes to file descriptor 1, not to `out`
+    captured = capfd.readouterr().out
+    assert code == 0
+    assert "usage: python -m bench" in captured and "--quick" in captured and "--no-rss" in captured
+    code, _, _ = _run("bench", "--no-such-flag")
+    assert code == 2 and "unrecognized arguments: --no-such-flag" in capfd.readouterr().err

@@ -9,6 +9,7 @@ import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1
 
+from pipeline.cards import read_card
 from pipeline.models import (
     CARD_SCHEMA,
     FACENET_PROFILE,
@@ -20,7 +21,7 @@ from pipeline.models import (
     load_model,
     save_checkpoint,
 )
-from pipeline.train.card import card_for, new_card, read_card, write_card
+from pipeline.train.card import card_for, new_card, write_card
 
 CPU = torch.device("cpu")
 

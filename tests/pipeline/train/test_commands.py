@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.cards import list_models
 from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.models import card_path, file_sha256, load_model, read_training_state
 from pipeline.report import report_from_dict, report_to_dict
 from pipeline.run import analyze
-from pipeline.train.card import list_models
 from pipeline.train.selfblend import self_blend
 from pipeline.types import Report
 from tests.media import astronaut
