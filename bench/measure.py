@@ -24,8 +24,9 @@ from pipeline.classify import preprocess
 from pipeline.config import Settings
 from pipeline.detect import crop_faces
 from pipeline.engine import Engine
+from pipeline.faces import source_faces
 from pipeline.run import analyze
-from pipeline.sample import open_media
+from pipeline.sources import open_media_for
 from pipeline.types import CroppedFrame, FaceBox, FaceScore, FrameVerdict, Report, SampleMode
 
 _KIB_PER_MIB = 1024.0
@@ -171,16 +172,17 @@ def run_pipeline(path: Path, engine: Engine, settings: Settings) -> PipelineResu
     result = PipelineResult()
     report: Report | None = None
     started = time.perf_counter()
-    for event in analyze(path, engine, settings):
-        if isinstance(event, FrameVerdict):
-            if result.first_verdict_s is None:
-                result.first_verdict_s = time.perf_counter() - started
-            result.frames += 1
-            result.faces += len(event.faces)
-            result.faces_per_frame.append(len(event.faces))
-            result.fake_probs.extend(f.fake_prob for f in event.faces)
-        elif isinstance(event, Report):
-            report = event
+    with open_media_for(path, settings) as source:
+        for event in analyze(source, engine, settings):
+            if isinstance(event, FrameVerdict):
+                if result.first_verdict_s is None:
+                    result.first_verdict_s = time.perf_counter() - started
+                result.frames += 1
+                result.faces += len(event.faces)
+                result.faces_per_frame.append(len(event.faces))
+                result.fake_probs.extend(f.fake_prob for f in event.faces)
+            elif isinstance(event, Report):
+                report = event
     result.wall_s = time.perf_counter() - started
     assert report is not None, "analyze() always ends with a Report"
     t = report.timings
@@ -223,10 +225,8 @@ def batch_sizes(faces_per_frame: Sequence[int], settings: Settings) -> list[int]
 def sample_crops(path: Path, engine: Engine, settings: Settings, n: int) -> list[np.ndarray]:
     """``n`` face crops (crop_px square, uint8 RGB) detected in ``path`` the way the pipeline does it."""
     crops: list[np.ndarray] = []
-    policy = mode_settings(settings, SampleMode.ALL).policy
-    with open_media(path, policy) as reader:
-        for frame in reader.frames():
-            (boxes,) = engine.detector.detect([frame], settings.video_min_face_px, settings.detect_max_side_px)
+    with open_media_for(path, mode_settings(settings, SampleMode.ALL)) as source:
+        for frame, boxes in source_faces(source, engine.detector, settings):
             crops += crop_faces(frame.image, boxes, engine.info.profile)
             if len(crops) >= n:
                 break

@@ -27,7 +27,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pipeline.types import FrameRow, Label, Segment, Strategy, Track, TrackObservations
+from pipeline.types import (
+    AnalysisStart,
+    FrameRow,
+    Label,
+    Report,
+    Segment,
+    StageTimings,
+    Strategy,
+    Track,
+    TrackObservations,
+)
 
 # DFDC winner's rule (selimsef/dfdc_deepfake_challenge, confident_strategy)
 CONFIDENT_HIGH = 0.8
@@ -283,3 +293,50 @@ def decide_label(
 def _check_threshold(threshold: float) -> None:
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be a probability in (0, 1), got {threshold!r}")
+
+
+def build_report(
+    start: AnalysisStart,
+    strategy: Strategy,
+    rows: Sequence[FrameRow],
+    observations: Sequence[TrackObservations],
+    *,
+    band: float,
+    min_faces: int,
+    timings: StageTimings,
+    version: str,
+    incomplete: str | None = None,
+) -> Report:
+    """The Report of one analysis: persons, video score, segments (frame-level, then per person), label.
+
+    ``start`` is what the analysis began with (media, policy, model, threshold); ``rows`` every sampled
+    frame; ``observations`` the tracker's persons; ``band`` and ``min_faces`` as in :func:`decide_label`.
+    """
+    threshold, is_image = start.threshold, start.media.is_image
+    # A photo shows each person once, so one face must be enough to call a person fake.
+    tracks = build_tracks(observations, threshold, band=band, min_agree=1 if is_image else min_faces)
+    score = video_score(rows, tracks, strategy, threshold)
+    times_s = [r.time_s for r in rows]
+    segments = find_segments(times_s, [r.score for r in rows], threshold)
+    for track in tracks:
+        segments += find_segments(
+            times_s, track_probs_by_frame(rows, track.track_id), threshold, track_id=track.track_id
+        )
+    n_faces = sum(len(r.faces) for r in rows)
+    label = decide_label(score, n_faces, is_image=is_image, threshold=threshold, band=band, min_faces=min_faces)
+    return Report(
+        media=start.media,
+        policy=start.policy,
+        model=start.model,
+        strategy=strategy,
+        threshold=threshold,
+        score=score,
+        label=label,
+        frames=tuple(rows),
+        tracks=tracks,
+        segments=segments,
+        timings=timings,
+        version=version,
+        incomplete=incomplete,
+        threshold_source=start.threshold_source,
+    )

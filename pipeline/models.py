@@ -29,7 +29,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 
 from pipeline.errors import CheckpointError, NoModel
-from pipeline.probe import file_sha256  # re-exported: pipeline.models.file_sha256 is used too
+from pipeline.sources.probe import file_sha256  # re-exported: pipeline.models.file_sha256 is used too
 from pipeline.types import ModelInfo, PreprocessProfile
 
 # The seed recipe: MTCNN(post_process=False) 160-px face (0..255) -> bilinear 256 px -> /255.

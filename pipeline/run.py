@@ -1,7 +1,7 @@
 """``analyze()``: the one place the stages are wired together.
 
-sample ─▶ Frame ─chunk+detect─▶ FaceBox* ─crop─▶ CroppedFrame ─batch+classify+CAM─▶ ScoredFrame
-       ─track─▶ FrameVerdict (yielded at once) ─ ... at end ─▶ tracks, segments, Report (yielded last)
+Source ─frames─▶ Frame ─chunk+detect─▶ FaceBox* ─crop─▶ CroppedFrame ─batch+classify+CAM─▶ ScoredFrame
+       ─track─▶ FrameVerdict (yielded at once) ─ ... at end ─▶ aggregate.build_report ─▶ Report (yielded last)
 """
 
 from __future__ import annotations
@@ -9,18 +9,18 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from pipeline import __version__
-from pipeline.aggregate import build_tracks, decide_label, find_segments, track_probs_by_frame, video_score
-from pipeline.batching import chunk_frames, prefetch, score_with_fast_start
+from pipeline.aggregate import build_report
+from pipeline.batching import prefetch, score_with_fast_start
 from pipeline.config import Settings
 from pipeline.detect import crop_faces
 from pipeline.engine import Engine
 from pipeline.errors import DecodeError
-from pipeline.sample import open_media
+from pipeline.faces import detect_faces, detect_params
+from pipeline.sources import Source
 from pipeline.track import Tracker
 from pipeline.types import (
     AnalysisStart,
@@ -31,7 +31,6 @@ from pipeline.types import (
     FrameRow,
     FrameVerdict,
     Report,
-    SamplingPolicy,
     StageTimings,
     Strategy,
 )
@@ -58,6 +57,9 @@ class _Clock:
     seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "classify": 0.0})
     stop_reason: str | None = None
 
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+
     def timed(self, stage: str, items: Iterable[Frame]) -> Iterator[Frame]:
         it = iter(items)
         while True:
@@ -65,133 +67,98 @@ class _Clock:
             try:
                 item = next(it)
             except StopIteration:
-                self.seconds[stage] += time.perf_counter() - t0
+                self.add(stage, time.perf_counter() - t0)
                 return
             except DecodeError as err:
-                # The file broke mid-stream: end the stream here so everything decoded so far is
+                # The input broke mid-stream: end the stream here so everything decoded so far is
                 # still detected, scored and reported.
-                self.seconds[stage] += time.perf_counter() - t0
+                self.add(stage, time.perf_counter() - t0)
                 self.stop_reason = str(err)
                 return
-            self.seconds[stage] += time.perf_counter() - t0
+            self.add(stage, time.perf_counter() - t0)
             yield item
+
+    def timings(self, started: float) -> StageTimings:
+        s = self.seconds
+        return StageTimings(s["decode"], s["detect"], s["classify"], time.perf_counter() - started)
 
 
 def _detect_and_crop(
-    frames: Iterable[Frame], engine: Engine, chunk: int, min_face_px: int, max_side_px: int, clock: _Clock
+    source: Source, engine: Engine, settings: Settings, clock: _Clock
 ) -> Generator[CroppedFrame, None, None]:
-    """Detect in chunks of equal-size frames, crop, and drop the full frames."""
+    """Detect (parameters per kind of media), crop, and drop the full frames; crops count as detection."""
     profile = engine.info.profile
-    for group in chunk_frames(frames, chunk):
+    frames = clock.timed("decode", source.frames())
+    params = detect_params(source.info, settings)
+    for frame, boxes in detect_faces(frames, engine.detector, params, lambda s: clock.add("detect", s)):
         t0 = time.perf_counter()
-        boxes_per_frame = engine.detector.detect(group, min_face_px, max_side_px)
-        cropped = [
-            CroppedFrame(f.index, f.time_s, tuple(boxes), tuple(crop_faces(f.image, boxes, profile)))
-            for f, boxes in zip(group, boxes_per_frame, strict=True)
-        ]
-        clock.seconds["detect"] += time.perf_counter() - t0
-        yield from cropped
+        crops = tuple(crop_faces(frame.image, boxes, profile))
+        clock.add("detect", time.perf_counter() - t0)
+        yield CroppedFrame(frame.index, frame.time_s, tuple(boxes), crops)
 
 
 def analyze(
-    path: str | Path,
+    source: Source,
     engine: Engine,
     settings: Settings,
     *,
-    policy: SamplingPolicy | None = None,
     strategy: Strategy | None = None,
     threshold: float | None = None,
 ) -> Iterator[Event]:
     """Yield ``AnalysisStart``, then each ``FrameVerdict`` as soon as its faces are scored, then the ``Report``.
 
-    Media errors at open (missing, empty, unsupported, too large) raise before anything is yielded.
-    A decode error mid-stream ends the analysis early: the report keeps every frame decoded so far and
-    says why in ``Report.incomplete``.
+    ``source`` is the caller's (opened with ``pipeline.sources.open_media_for``, closed by the caller's
+    ``with``), so media errors at open (missing, empty, unsupported, too large) raise before this is
+    called. A decode error mid-stream ends the analysis early: the report keeps every frame decoded so
+    far and says why in ``Report.incomplete``.
     """
-    policy = policy or settings.policy
     strategy = strategy or settings.strategy
     threshold, threshold_source = settings.operating_threshold(engine.info, threshold)
     clock = _Clock()
     started = time.perf_counter()
-
-    with open_media(
-        path, policy, max_duration_s=settings.max_duration_s, max_image_pixels=settings.max_image_pixels
-    ) as reader:
-        info = reader.info
-        yield AnalysisStart(info, reader.planned_frames, policy, engine.info, threshold, threshold_source)
-
-        def score(crops: Sequence[np.ndarray], boxes: Sequence[FaceBox]) -> list[FaceScore]:
-            t0 = time.perf_counter()
-            try:
-                return engine.classifier.score(crops, boxes)
-            finally:
-                clock.seconds["classify"] += time.perf_counter() - t0
-
-        frames = clock.timed("decode", reader.frames())
-        if info.is_image:
-            detect_args = (1, settings.min_face_px, settings.photo_detect_max_side_px)
-        else:
-            detect_args = (settings.detect_chunk, settings.video_min_face_px, settings.detect_max_side_px)
-        cropped: Generator[CroppedFrame, None, None] = _detect_and_crop(frames, engine, *detect_args, clock)
-        if _overlap_stages(engine):
-            cropped = prefetch(cropped, PREFETCH_FRAMES)
-        scored = score_with_fast_start(
-            cropped, score, classify_batch=settings.classify_batch, max_pending_frames=settings.max_pending_frames
-        )
-        tracker = Tracker()
-        rows: list[FrameRow] = []
-        try:
-            for scored_frame in scored:
-                verdict = tracker.assign(scored_frame)
-                rows.append(FrameRow.of(verdict))
-                yield verdict
-        finally:
-            # stop decode+detect (and the prefetch thread, if any) before the reader closes its container
-            scored.close()
-            cropped.close()
-
-    # A photo shows each person once, so one face must be enough to call a person fake.
-    tracks = build_tracks(
-        tracker.tracks(),
+    start = AnalysisStart(
+        source.info,
+        source.planned_frames,
+        source.policy,
+        engine.info,
         threshold,
-        band=settings.inconclusive_band,
-        min_agree=1 if info.is_image else settings.min_faces,
+        threshold_source,
+        inconclusive_band=settings.inconclusive_band,
     )
-    n_faces = sum(len(r.faces) for r in rows)
-    score_value = video_score(rows, tracks, strategy, threshold)
-    times_s = [r.time_s for r in rows]
-    segments = find_segments(times_s, [r.score for r in rows], threshold)
-    for track in tracks:
-        segments += find_segments(
-            times_s, track_probs_by_frame(rows, track.track_id), threshold, track_id=track.track_id
-        )
-    label = decide_label(
-        score_value,
-        n_faces,
-        is_image=info.is_image,
-        threshold=threshold,
+    yield start
+
+    def score(crops: Sequence[np.ndarray], boxes: Sequence[FaceBox]) -> list[FaceScore]:
+        t0 = time.perf_counter()
+        try:
+            return engine.classifier.score(crops, boxes)
+        finally:
+            clock.add("classify", time.perf_counter() - t0)
+
+    cropped: Generator[CroppedFrame, None, None] = _detect_and_crop(source, engine, settings, clock)
+    if _overlap_stages(engine):
+        cropped = prefetch(cropped, PREFETCH_FRAMES)
+    scored = score_with_fast_start(
+        cropped, score, classify_batch=settings.classify_batch, max_pending_frames=settings.max_pending_frames
+    )
+    tracker = Tracker()
+    rows: list[FrameRow] = []
+    try:
+        for scored_frame in scored:
+            verdict = tracker.assign(scored_frame)
+            rows.append(FrameRow.of(verdict))
+            yield verdict
+    finally:
+        # stop decode+detect (and the prefetch thread, if any) before the caller closes the source
+        scored.close()
+        cropped.close()
+    yield build_report(
+        start,
+        strategy,
+        rows,
+        tracker.tracks(),
         band=settings.inconclusive_band,
         min_faces=settings.min_faces,
-    )
-    timings = StageTimings(
-        decode_s=clock.seconds["decode"],
-        detect_s=clock.seconds["detect"],
-        classify_s=clock.seconds["classify"],
-        total_s=time.perf_counter() - started,
-    )
-    yield Report(
-        media=info,
-        policy=policy,
-        model=engine.info,
-        strategy=strategy,
-        threshold=threshold,
-        score=score_value,
-        label=label,
-        frames=tuple(rows),
-        tracks=tracks,
-        segments=segments,
-        timings=timings,
+        timings=clock.timings(started),
         version=__version__,
         incomplete=clock.stop_reason,
-        threshold_source=threshold_source,
     )

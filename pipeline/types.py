@@ -90,7 +90,9 @@ class MediaInfo:
             raise ValueError(f"MediaInfo.kind must be a MediaKind, got {self.kind!r}")
         has_file = (self.size_bytes is not None, self.sha256 is not None)
         if self.kind is MediaKind.FILE and has_file != (True, True):
-            raise ValueError(f"a file's MediaInfo needs size_bytes and sha256, got {self.size_bytes!r}, {self.sha256!r}")
+            raise ValueError(
+                f"a file's MediaInfo needs size_bytes and sha256, got {self.size_bytes!r}, {self.sha256!r}"
+            )
         if self.kind is MediaKind.LIVE and any(has_file):
             raise ValueError("a live source has no size_bytes or sha256 (it has no file)")
 

@@ -26,6 +26,7 @@ from pipeline.errors import ConfigError, DffError, ModelError, NoModel
 from pipeline.models import find_checkpoint
 from pipeline.overlay import overlay_jpeg
 from pipeline.run import analyze
+from pipeline.sources import open_media_for
 from pipeline.types import (
     AnalysisStart,
     FaceVerdict,
@@ -326,15 +327,9 @@ class Service:
         try:
             if engine is None:
                 raise NoModel(NO_MODEL_MESSAGE)
-            events = analyze(
-                job.path,
-                engine,
-                self.settings,
-                policy=request.policy,
-                strategy=request.strategy,
-                threshold=request.threshold,
-            )
-            with closing(events):
+            source = open_media_for(job.path, self.settings, request.policy)
+            events = analyze(source, engine, self.settings, strategy=request.strategy, threshold=request.threshold)
+            with source, closing(events):
                 seq = 0
                 for event in events:
                     if isinstance(event, AnalysisStart):

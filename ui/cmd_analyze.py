@@ -169,13 +169,15 @@ def _scan_one(path: Path, engine, settings, args: argparse.Namespace, err: TextI
     from tqdm import tqdm
 
     from pipeline.run import analyze
+    from pipeline.sources import open_media_for
     from pipeline.types import AnalysisStart, FrameVerdict, Report
 
     bar = None
     report = None
     faces = 0
+    source = open_media_for(path, settings)  # media errors raise here, before anything is analysed
     try:
-        for event in analyze(path, engine, settings):
+        for event in analyze(source, engine, settings):
             if isinstance(event, AnalysisStart):
                 bar = tqdm(
                     total=event.planned_frames,
@@ -193,6 +195,7 @@ def _scan_one(path: Path, engine, settings, args: argparse.Namespace, err: TextI
             elif isinstance(event, Report):
                 report = event
     finally:
+        source.close()
         if bar is not None:
             bar.close()
     if report is None:

@@ -1,6 +1,6 @@
 """Training data: folders of images and videos -> face samples (cached), split by source file.
 
-Faces are found exactly as the service finds them (``open_media`` sampling + MTCNN with the same
+Faces are found exactly as the service finds them (``pipeline.faces.source_faces``: its sampling and MTCNN with the same
 settings) and each is kept as a *context* crop: a square ``CONTEXT_FACTOR`` times the face box, so that
 self-blending and box jitter have real pixels around the face. The crop the model sees is cut from it
 with the service's own ``crop_faces``. Extraction runs once per file and parameter set; later runs load
@@ -28,7 +28,9 @@ import numpy as np
 from pipeline.config import Settings
 from pipeline.detect import FaceDetector, crop_faces
 from pipeline.errors import ConfigError, DecodeError, MediaError
-from pipeline.sample import file_sha256, open_media
+from pipeline.faces import source_faces
+from pipeline.sources import open_media_for
+from pipeline.sources.probe import file_sha256
 from pipeline.types import FaceBox, PreprocessProfile, SamplingPolicy
 
 log = logging.getLogger(__name__)
@@ -144,15 +146,10 @@ def extract_faces(
     """(frame_index, face_index, context, box, landmarks) for every face the service would find in the
     sampled frames of ``path``. A file that breaks mid-stream keeps the faces decoded before the break."""
     out = []
-    with open_media(
-        path, policy, max_duration_s=settings.max_duration_s, max_image_pixels=settings.max_image_pixels
-    ) as reader:
-        still = reader.info.is_image
-        min_px = settings.min_face_px if still else settings.video_min_face_px
-        max_side = settings.photo_detect_max_side_px if still else settings.detect_max_side_px
+    with open_media_for(path, settings, policy) as source:
         try:
-            for frame in reader.frames():
-                for box in detector.detect([frame], min_px, max_side)[0]:
+            for frame, boxes in source_faces(source, detector, settings):
+                for box in boxes:
                     context, box_c, marks = context_crop(frame.image, box, context_px)
                     out.append((frame.index, box.face_index, context, box_c, marks))
         except DecodeError as err:
@@ -227,6 +224,7 @@ def load_faces(
             settings.detect_prob_floor,
             settings.detect_max_side_px,
             settings.photo_detect_max_side_px,
+            settings.detect_chunk,  # frames per MTCNN call: batched detection may differ in the last bits
         ],
     }
     cache = FaceCache(cache_dir, params)

@@ -25,6 +25,7 @@ from pipeline.config import DEFAULT_THRESHOLD, Settings
 from pipeline.errors import DffError
 from pipeline.overlay import overlay_jpeg
 from pipeline.run import analyze
+from pipeline.sources import open_media_for
 from pipeline.train import metrics as M
 from pipeline.train.calibrate import Calibration, apply_temperature, fit_calibration, rescore
 from pipeline.train.data import FAKE, REAL, scan_media
@@ -77,18 +78,20 @@ def run_files(
         probs: list[float] = []
         report = None
         try:
-            for event in analyze(path, engine, settings):
-                if isinstance(event, FrameVerdict) and event.faces:
-                    assert event.score is not None
-                    probs.append(event.score)
-                    face = max(event.faces, key=lambda f: f.fake_prob)
-                    error = face.fake_prob if label == REAL else 1.0 - face.fake_prob
-                    if face.crop is not None and (len(worst[label]) < worst_per_class or error > worst[label][0].error):
-                        jpeg = overlay_jpeg(face.crop, face.heatmap)
-                        item = Mistake(error, path.name, label, face.fake_prob, event.index, event.time_s, jpeg)
-                        _worst_push(worst[label], item, worst_per_class)
-                elif isinstance(event, Report):
-                    report = event
+            with open_media_for(path, settings) as source:
+                for event in analyze(source, engine, settings):
+                    if isinstance(event, FrameVerdict) and event.faces:
+                        assert event.score is not None
+                        probs.append(event.score)
+                        face = max(event.faces, key=lambda f: f.fake_prob)
+                        error = face.fake_prob if label == REAL else 1.0 - face.fake_prob
+                        heap = worst[label]
+                        if face.crop is not None and (len(heap) < worst_per_class or error > heap[0].error):
+                            jpeg = overlay_jpeg(face.crop, face.heatmap)
+                            item = Mistake(error, path.name, label, face.fake_prob, event.index, event.time_s, jpeg)
+                            _worst_push(heap, item, worst_per_class)
+                    elif isinstance(event, Report):
+                        report = event
         except DffError as e:
             results.append(FileResult(path, label, probs, None, str(e)))
             print(f"{path.name}: error: {e}", file=err)

@@ -25,6 +25,7 @@ from pipeline.detect import FaceDetector
 from pipeline.engine import Engine
 from pipeline.errors import DecodeError
 from pipeline.run import analyze
+from pipeline.sources import open_media_for
 from pipeline.types import AnalysisStart, CroppedFrame, FaceBox, FaceScore, Frame, FrameVerdict, Report, SampleMode
 
 
@@ -189,12 +190,15 @@ def test_overlapped_stages_give_the_same_report_and_close_cleanly(tmp_path: Path
     clip = make_clip(CLIP_QUICK, tmp_path)
     settings = Settings(data_dir=tmp_path, device="cpu", sample_mode=SampleMode.ALL, max_frames=6)
     with Engine.open(settings, allow_untrained=True) as engine:
-        serial = [e for e in analyze(clip, engine, settings) if isinstance(e, Report)][0]
+        with open_media_for(clip, settings) as source:
+            serial = [e for e in analyze(source, engine, settings) if isinstance(e, Report)][0]
         monkeypatch.setattr(run_module, "_overlap_stages", lambda _engine: True)
-        overlapped = [e for e in analyze(clip, engine, settings) if isinstance(e, Report)][0]
-        events = analyze(clip, engine, settings)
-        assert isinstance(next(events), AnalysisStart) and isinstance(next(events), FrameVerdict)
-        events.close()  # mid-stream: the prefetch thread must stop before the container closes
+        with open_media_for(clip, settings) as source:
+            overlapped = [e for e in analyze(source, engine, settings) if isinstance(e, Report)][0]
+        with open_media_for(clip, settings) as source:
+            events = analyze(source, engine, settings)
+            assert isinstance(next(events), AnalysisStart) and isinstance(next(events), FrameVerdict)
+            events.close()  # mid-stream: the prefetch thread must stop before the container closes
     assert not any(t.name == "dff-prefetch" for t in threading.enumerate())
     assert [r.faces for r in overlapped.frames] == [r.faces for r in serial.frames]
     assert overlapped.score == serial.score and len(serial.frames) == 6

@@ -128,8 +128,10 @@ def in_process(hostile_engine, hostile_settings):
 
 def _analyze(path: Path, engine, settings):
     from pipeline.run import analyze
+    from pipeline.sources import open_media_for
 
-    return analyze(path, engine, settings)
+    with open_media_for(path, settings) as source:  # media errors raise here, at open
+        return list(analyze(source, engine, settings))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -167,6 +169,7 @@ from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.errors import DffError
 from pipeline.run import analyze
+from pipeline.sources import open_media_for
 
 def status_kb(key):
     for line in open("/proc/self/status"):
@@ -182,7 +185,8 @@ for path in sys.argv[2:]:
         f.write("5")  # reset VmHWM to the current RSS, so the peak below is this file's alone
     t0 = time.perf_counter()
     try:
-        list(analyze(path, engine, settings))
+        with open_media_for(path, settings) as source:
+            list(analyze(source, engine, settings))
         code = "analysed"
     except DffError as err:
         code = err.code

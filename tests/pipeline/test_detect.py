@@ -17,6 +17,7 @@ from pipeline.detect import FaceDetector, crop_faces, pyramid_has_a_scale
 from pipeline.engine import Engine
 from pipeline.models import SEED_PROFILE
 from pipeline.run import analyze
+from pipeline.sources import open_media_for
 from pipeline.types import FaceBox, Frame, FrameVerdict, Label, PreprocessProfile, Report
 from tests.media import ASTRONAUT_FACE_XYXY, astronaut, encode_video, face_scene, face_tile, shared_media
 
@@ -188,14 +189,18 @@ def engine_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 def test_tiny_photo_reports_no_face(tmp_path: Path, engine_settings: tuple[Engine, Settings], size: int) -> None:
     path = tmp_path / f"tiny{size}.png"
     Image.fromarray(face_tile(size)).save(path)
-    report = list(analyze(path, *engine_settings))[-1]
+    engine, settings = engine_settings
+    with open_media_for(path, settings) as source:
+        report = list(analyze(source, engine, settings))[-1]
     assert isinstance(report, Report) and report.label is Label.NO_FACE and report.score is None
 
 
 @pytest.mark.parametrize("size", [16, 38])  # videos from 40 px (Settings.video_min_face_px)
 def test_tiny_video_reports_no_face(tmp_path: Path, engine_settings: tuple[Engine, Settings], size: int) -> None:
     clip = encode_video(tmp_path / "tiny.mp4", [np.ascontiguousarray(face_tile(size))] * 10, fps=10)
-    events = list(analyze(clip, *engine_settings))
+    engine, settings = engine_settings
+    with open_media_for(clip, settings) as source:
+        events = list(analyze(source, engine, settings))
     report = events[-1]
     assert isinstance(report, Report) and report.label is Label.NO_FACE
     assert report.media.width == size and any(isinstance(e, FrameVerdict) and e.score is None for e in events)

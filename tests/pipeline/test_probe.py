@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import DecodeError, MediaTooLarge, UnsupportedMedia
-from pipeline.probe import ALLOWED_DEMUXERS, ffmpeg_errors, file_sha256, is_allowed
-from pipeline.sample import open_media
+from pipeline.sources import open_media
+from pipeline.sources.probe import ALLOWED_DEMUXERS, ffmpeg_errors, file_sha256, is_allowed
 from pipeline.types import SampleMode, SamplingPolicy
 from tests.media import encode_video
 
@@ -31,8 +31,8 @@ HLS = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENC
 CHILD = """
 import json, sys
 from pathlib import Path
-from pipeline.probe import ALLOWED_DEMUXERS, open_guarded
-from pipeline.sample import open_media
+from pipeline.sources.probe import ALLOWED_DEMUXERS, open_guarded
+from pipeline.sources import open_media
 from pipeline.types import SampleMode, SamplingPolicy
 mode, out = sys.argv[1], []
 for p in map(Path, sys.argv[2:]):
@@ -83,7 +83,7 @@ def playlists(folder: Path, referenced: dict[str, Path], names: list[str]) -> li
 
 def test_the_playlist_is_a_real_exploit_for_unguarded_ffmpeg(tmp_path: Path, referenced: dict[str, Path]) -> None:
     (tmp_path / "innocent.m3u8").write_text(HLS.format(referenced["existing"]))
-    with av.open(str(tmp_path / "innocent.m3u8")) as c:  # what MediaReader used to do
+    with av.open(str(tmp_path / "innocent.m3u8")) as c:  # what the sampler used to do
         assert c.format.name == "hls" and len(list(c.decode(video=0))) == 5  # it read the secret
 
 

@@ -9,14 +9,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pipeline.run as run_module
 from pipeline.config import Settings
 from pipeline.engine import Engine
-from pipeline.errors import DecodeError, MediaNotFound, UnsupportedMedia
+from pipeline.errors import DecodeError, MediaNotFound, MediaTooLarge, UnsupportedMedia
 from pipeline.models import save_checkpoint
-from pipeline.report import report_to_dict
+from pipeline.report import report_from_dict, report_to_dict
 from pipeline.run import analyze
-from pipeline.types import AnalysisStart, FrameVerdict, Label, Report, SampleMode
+from pipeline.sources import Source, open_media_for
+from pipeline.types import (
+    AnalysisStart,
+    Frame,
+    FrameVerdict,
+    Label,
+    MediaInfo,
+    MediaKind,
+    Report,
+    SampleMode,
+    SamplingPolicy,
+)
 from tests.media import astronaut, encode_video, face_scene, moving_faces_clip, shared_media
 from tests.weights import calibrated_model, seed_recipe
 
@@ -45,32 +55,43 @@ def clip(tmp_path_factory) -> Path:
 
 
 def _events(path, engine, settings, **kw):
-    return list(analyze(path, engine, settings, **kw))
+    with open_media_for(path, settings) as source:
+        return list(analyze(source, engine, settings, **kw))
 
 
-class _WrappedReader:
-    """Stands in for the sampler's MediaReader, passing its frames through ``through(frames)``."""
+class FramesSource(Source):
+    """A Source with no file behind it (``MediaKind.LIVE``): frames the test made, in memory.
 
-    def __init__(self, reader, through):
-        self._reader = reader
-        self._through = through
-        self.info = reader.info
-        self.planned_frames = reader.planned_frames
+    ``pulled`` lists the indices handed out so far; ``break_at`` raises DecodeError instead of that frame.
+    """
+
+    def __init__(self, frames: list[Frame], *, break_at: int | None = None) -> None:
+        h, w = frames[0].image.shape[:2]
+        self.info = MediaInfo(
+            "memory", None, None, "memory", "rawvideo", w, h, None, None, 0, False, None, MediaKind.LIVE
+        )
+        self.policy = SamplingPolicy(SampleMode.ALL, max_frames=None)
+        self.planned_frames = len(frames)
+        self.pulled: list[int] = []
+        self.closed = False
+        self._frames = frames
+        self._break_at = break_at
 
     def frames(self):
-        return self._through(self._reader.frames())
+        for n, frame in enumerate(self._frames):
+            if n == self._break_at:
+                raise DecodeError(f"corrupt packet at {frame.time_s} s", frames_decoded=n, last_time_s=frame.time_s)
+            self.pulled.append(frame.index)
+            yield frame
 
-    def __enter__(self):
-        self._reader.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._reader.__exit__(*exc)
+    def close(self) -> None:
+        self.closed = True
 
 
-def _wrap_sampler(monkeypatch, through) -> None:
-    real_open = run_module.open_media
-    monkeypatch.setattr(run_module, "open_media", lambda *a, **k: _WrappedReader(real_open(*a, **k), through))
+def _drifting_faces(n: int = 10, n_faces: int = 3) -> list[Frame]:
+    """What ``clip`` samples at every_s=0.2 (every other frame of 10 fps), made directly in memory."""
+    spots = [(20 + 200 * i, 60 + 30 * (i % 2), 150) for i in range(n_faces)]
+    return [Frame(2 * t, 0.2 * t, face_scene(640, 360, [(x + 4 * t, y, s) for x, y, s in spots])) for t in range(n)]
 
 
 def test_video_event_order_faces_and_tracks(clip, engine, settings):
@@ -109,22 +130,40 @@ def test_report_is_deterministic(clip, engine, settings):
     assert stable(first) == stable(second)
 
 
-def test_frames_stream_before_decoding_ends(clip, engine, settings, monkeypatch):
-    """The first verdict must come out while the sampler still has frames to give."""
-    decoded: list[int] = []
-
-    def record(frames):
-        for frame in frames:
-            decoded.append(frame.index)
-            yield frame
-
-    _wrap_sampler(monkeypatch, record)
+def test_frames_stream_before_decoding_ends(engine, settings):
+    """The first verdict must come out while the source still has frames to give."""
+    source = FramesSource(_drifting_faces())
     seen_at_first_verdict = None
-    for event in analyze(clip, engine, settings):
+    for event in analyze(source, engine, settings):
         if isinstance(event, FrameVerdict) and seen_at_first_verdict is None:
-            seen_at_first_verdict = len(decoded)
+            seen_at_first_verdict = len(source.pulled)
     assert seen_at_first_verdict is not None
-    assert seen_at_first_verdict < len(decoded) == 10
+    assert seen_at_first_verdict < len(source.pulled) == 10
+
+
+def test_a_source_with_no_file_is_analysed_and_its_report_round_trips(engine, settings):
+    """analyze() needs no path: in-memory frames give the same faces and persons as the encoded clip, the
+    report says the media is live (no size, no SHA-256), and the caller, not analyze(), closes the source."""
+    source = FramesSource(_drifting_faces())
+    with source:
+        events = list(analyze(source, engine, settings))
+        assert not source.closed
+    assert source.closed
+    start, report = events[0], events[-1]
+    assert start.media is report.media and start.planned_frames == 10 and start.policy == source.policy
+    assert (report.media.kind, report.media.size_bytes, report.media.sha256) == (MediaKind.LIVE, None, None)
+    assert [len(r.faces) for r in report.frames] == [3] * 10 and len(report.tracks) == 3
+    assert [r.time_s for r in report.frames] == pytest.approx([0.2 * t for t in range(10)])
+    assert report_from_dict(report_to_dict(report)) == report
+    assert report_to_dict(report)["media"]["kind"] == "live"
+
+
+def test_the_caller_opens_with_its_settings_caps_and_a_file_report_says_file(clip, engine, settings):
+    report = _events(clip, engine, settings)[-1]
+    assert report.media.kind is MediaKind.FILE and report_to_dict(report)["media"]["kind"] == "file"
+    assert report.media.size_bytes == clip.stat().st_size
+    with pytest.raises(MediaTooLarge, match="the limit is 1 s"):
+        open_media_for(clip, dataclasses.replace(settings, max_duration_s=1.0))
 
 
 def test_zero_face_frames_stay_in_order_with_score_none(tmp_path, engine, settings):
@@ -158,15 +197,8 @@ def test_no_face_photo_is_no_face_not_half(tmp_path, engine, settings):
     assert report.label is Label.NO_FACE and report.score is None
 
 
-def test_decode_error_mid_stream_keeps_frames_already_decoded(clip, engine, settings, monkeypatch):
-    def breaks(frames):
-        for n, frame in enumerate(frames):
-            if n == 4:
-                raise DecodeError("corrupt packet at 0.8 s", frames_decoded=4, last_time_s=0.6)
-            yield frame
-
-    _wrap_sampler(monkeypatch, breaks)
-    report = _events(clip, engine, settings)[-1]
+def test_decode_error_mid_stream_keeps_frames_already_decoded(engine, settings):
+    report = list(analyze(FramesSource(_drifting_faces(), break_at=4), engine, settings))[-1]
     assert len(report.frames) == 4
     assert report.n_faces == 12
     assert report.incomplete and "corrupt packet" in report.incomplete
@@ -179,10 +211,9 @@ def test_decode_error_mid_stream_keeps_frames_already_decoded(clip, engine, sett
         (lambda d: (d / "text.mp4").write_text("hello, not a video") and d / "text.mp4", UnsupportedMedia),
     ],
 )
-def test_bad_media_raises_before_anything_is_yielded(tmp_path, engine, settings, make, error):
-    gen = analyze(make(tmp_path), engine, settings)
+def test_bad_media_raises_at_open_before_anything_is_analysed(tmp_path, engine, settings, make, error):
     with pytest.raises(error):
-        next(gen)
+        open_media_for(make(tmp_path), settings)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "auto"])

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline.errors import DecodeError, EmptyMedia, MediaNotFound, MediaTooLarge, UnsupportedMedia
-from pipeline.sample import MediaReader, open_media
+from pipeline.sources import VideoSource, open_media
 from pipeline.types import Frame, SampleMode, SamplingPolicy
 from tests.media import encode_audio_only, encode_video, face_scene
 
@@ -357,10 +357,10 @@ def test_still_pillow_cannot_use_is_decoded_by_pyav(tmp_path: Path) -> None:
 def test_video_pixel_cap_is_checked_on_the_header_before_any_decode(
     cfr_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_decode(self: MediaReader, stream: object) -> None:
+    def no_decode(self: VideoSource, stream: object) -> None:
         raise AssertionError("a frame was decoded before the pixel cap was checked")
 
-    monkeypatch.setattr(MediaReader, "_decode", no_decode)
+    monkeypatch.setattr(VideoSource, "_decode", no_decode)
     with pytest.raises(MediaTooLarge, match=r"cfr\.mp4 is 160×120 = 19,200 pixels; the limit is 10,000 pixels"):
         open_media(cfr_clip, SamplingPolicy(), max_image_pixels=10_000)
 
@@ -422,7 +422,7 @@ _BIG_VIDEO_CHILD = """
 import resource, sys, time
 from pathlib import Path
 from pipeline.errors import MediaTooLarge
-from pipeline.sample import open_media
+from pipeline.sources import open_media
 from pipeline.types import SamplingPolicy
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()

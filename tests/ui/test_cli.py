@@ -169,10 +169,10 @@ def test_an_internal_error_is_one_line_naming_its_type_and_the_traceback_needs_d
 
     real = pipeline.run.analyze
 
-    def breaks_on_boom(path, engine, settings):
-        if Path(path).name == "boom.jpg":
+    def breaks_on_boom(source, engine, settings):
+        if source.info.name == "boom.jpg":
             raise ZeroDivisionError("an injected bug")
-        return real(path, engine, settings)
+        return real(source, engine, settings)
 
     monkeypatch.setattr(pipeline.run, "analyze", breaks_on_boom)
     boom = tmp_path / "boom.jpg"
@@ -192,8 +192,8 @@ def test_ctrl_c_stops_the_batch(media, checkpoint, monkeypatch):
 
     seen = []
 
-    def interrupted(path, engine, settings):
-        seen.append(Path(path).name)
+    def interrupted(source, engine, settings):
+        seen.append(source.info.name)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline.run, "analyze", interrupted)

@@ -12,6 +12,7 @@ from pipeline.detect import FaceDetector
 from pipeline.engine import Engine
 from pipeline.models import load_model
 from pipeline.run import analyze
+from pipeline.sources import open_media_for
 from pipeline.train.calibrate import apply_temperature, fit_calibration, rescore
 from pipeline.train.metrics import sigmoid
 from pipeline.types import Report, Strategy
@@ -46,7 +47,8 @@ def video_report(tmp_path_factory) -> Report:
     settings = Settings(device="cpu", every_s=0.3, min_faces=2)
     detector = FaceDetector(torch.device("cpu"), min_face_px=20)
     with Engine(model=model, detector=detector, classifier=FaceClassifier(model)) as engine:
-        *_, report = analyze(clip, engine, settings)
+        with open_media_for(clip, settings) as source:
+            *_, report = analyze(source, engine, settings)
     assert isinstance(report, Report) and report.n_faces >= 4
     return report
 

@@ -17,6 +17,7 @@ from pipeline.engine import Engine
 from pipeline.models import card_path, file_sha256, load_model, read_training_state
 from pipeline.report import report_from_dict, report_to_dict
 from pipeline.run import analyze
+from pipeline.sources import open_media_for
 from pipeline.train.selfblend import self_blend
 from pipeline.types import Report
 from tests.media import astronaut
@@ -180,7 +181,8 @@ def test_eval_calibrate_then_models_and_the_service_uses_the_card(trained, tmp_p
         assert engine.info.card_name == "sbi"
         assert engine.info.temperature == pytest.approx(cal["temperature"])
         assert engine.info.calibrated_threshold == pytest.approx(cal["threshold"])
-        *_, report = analyze(real / "astronaut.png", engine, settings)
+        with open_media_for(real / "astronaut.png", settings) as source:
+            *_, report = analyze(source, engine, settings)
     assert isinstance(report, Report) and report.model.card_summary.startswith("frame AUC")
     # the service applies the card's operating point and says so
     assert report.threshold == pytest.approx(cal["threshold"]) and report.threshold_source == "model card"

@@ -1,0 +1,45 @@
+"""The Source seam: what ``analyze()`` consumes instead of a path.
+
+A Source is opened by its caller (who also closes it, with ``with``), knows its media facts and sampling
+policy at open, and yields sampled frames once. Errors found at open raise from the opener, before
+anything is analysed; a source that breaks mid-stream raises DecodeError from ``frames()`` after the
+good frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from pipeline.types import Frame, MediaInfo, SamplingPolicy
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Sampled frames of one input. Subclass it to inherit the context manager (``__exit__`` closes).
+
+    ``info``: the media facts (a file's size and SHA-256; None where the source has no file).
+    ``policy``: the sampling the source applies (the report records it).
+    ``planned_frames``: how many frames ``frames()`` will yield when that is known, else None.
+    """
+
+    info: MediaInfo
+    policy: SamplingPolicy
+    planned_frames: int | None
+
+    def frames(self) -> Iterator[Frame]:
+        """The sampled frames in increasing ``index`` (H×W×3 uint8 RGB, rotation applied); once only."""
+        ...
+
+    def close(self) -> None:
+        """Release what the source holds and stop a running ``frames()``; safe to call twice."""
+        ...
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
