@@ -74,6 +74,7 @@ class Settings:
     max_queue: int = 8  # more jobs that may wait (or upload) beyond max_jobs; then clients get "busy"
     allowed_origins: str = ""  # comma-separated browser origins allowed besides the server's own; "*" = any
     shutdown_grace_s: float = 30.0  # on SIGTERM/SIGINT, running jobs get this long to finish
+    watch_queue_kib: int = 1024  # messages one client may have queued; then it loses overlays (stream/watchers.py)
     # hostile clients (stream/guard.py, stream/server.py)
     max_jobs_per_client: int = 4  # jobs one client IP may have uploading, waiting or running; 0 = no cap
     min_upload_kib_s: float = 64.0  # after upload_grace_s, byte N must arrive by grace + N / this rate
@@ -112,6 +113,7 @@ class Settings:
             (self.max_jobs >= 1, f"max_jobs must be >= 1, got {self.max_jobs}"),
             (self.max_queue >= 0, f"max_queue must be >= 0, got {self.max_queue}"),
             (self.shutdown_grace_s >= 0, f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}"),
+            (self.watch_queue_kib >= 16, f"watch_queue_kib must be >= 16, got {self.watch_queue_kib}"),
             (self.max_jobs_per_client >= 0, f"max_jobs_per_client must be >= 0, got {self.max_jobs_per_client}"),
             (self.min_upload_kib_s > 0, f"min_upload_kib_s must be > 0, got {self.min_upload_kib_s}"),
             (self.upload_grace_s >= 0, f"upload_grace_s must be >= 0, got {self.upload_grace_s}"),

@@ -92,7 +92,7 @@ async def healthz(request: Request) -> Response:
         "status": "ok" if service.status == "ready" else service.status,
         "model": None if service.model is None else service.model.to_json(),
         "device": service.settings.device if service.model is None else service.model.device,
-        "queue": service.worker.depth().to_json(),
+        "queue": service.backend.depth().to_json(),
         "version": __version__,
         "protocol": p.PROTOCOL_VERSION,
     }

@@ -46,12 +46,13 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from stream import protocol as p
 from stream.auth import WS_SUBPROTOCOL, offered_subprotocols, origin_ok, ws_token_ok
+from stream.backend import Busy, ShuttingDown
 from stream.guard import RequestGuard
 from stream.jobs import Job
 from stream.routes import error, http_routes
 from stream.service import NO_MODEL_MESSAGE, Service, resolve_options
 from stream.store import StoreError
-from stream.worker import Busy, ShuttingDown
+from stream.watchers import Watcher
 
 log = logging.getLogger("dff.server")
 
@@ -143,9 +144,9 @@ class _Connection:
         except ConfigError as err:
             return await self.fail(err.code, str(err))
         client = self.ws.client.host if self.ws.client else None
-        job = service.new_job(start.name, request, asyncio.get_running_loop(), client)
+        job = service.new_job(start.name, request, client)
         try:
-            service.worker.reserve(job)
+            service.backend.reserve(job.id, client)
         except Busy as err:
             return await self.fail("busy", f"the server is busy ({err}); try again later")
         except ShuttingDown:
@@ -161,17 +162,16 @@ class _Connection:
                 log.error("job %s: could not be stored: %s", job.id, err)
                 return await self.fail(err.code, str(err), job.id)
             try:
-                position = service.worker.submit(job)
+                service.jobs.start(job)  # its first message is progress(queued)
             except ShuttingDown:
                 await asyncio.to_thread(service.store.end_job, job.id, "interrupted", "shutting_down", "shutdown")
                 return await self.fail("shutting_down", "the server is shutting down; try again later", job.id)
             queued = True
-            service.jobs.add(job)
-            job.publish(p.encode(p.Progress(job.id, "queued", 0, None, position)))
             return job
         finally:
             if not queued:
-                service.worker.release(job)
+                service.backend.release(job.id)
+                await asyncio.to_thread(job.cleanup)
 
     def _too_slow(self, received: int, size_bytes: int, began: float) -> str:
         settings = self.service.settings
@@ -233,8 +233,8 @@ class _Connection:
         """Stream the job's messages until its final one, or until this client leaves."""
         if job.watchers >= MAX_WATCHERS:
             return await self.fail("too_many_watchers", f"{MAX_WATCHERS} clients already follow this job", job.id)
-        queue = job.attach()
-        pump = asyncio.create_task(self._pump(queue))
+        watcher = job.attach()
+        pump = asyncio.create_task(self._pump(watcher))
         watch = asyncio.create_task(self._watch(job))
         try:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -242,19 +242,12 @@ class _Connection:
             for task in (pump, watch):
                 task.cancel()
             await asyncio.gather(pump, watch, return_exceptions=True)
-            job.detach(queue)
+            job.detach(watcher)
 
-    async def _pump(self, queue: asyncio.Queue[str | None]) -> None:
-        """Send the job's encoded messages. Its final one is the one the end marker ``None`` follows: Job
-        queues both in one step (``_deliver``, and ``attach`` for a finished job), so the marker is already
-        there when the final message is taken; decoding each message (frames with overlays) to learn its
-        type would cost more and say the same."""
-        text = await queue.get()
-        while text is not None:
-            known = not queue.empty()  # the next item has arrived (one event loop thread: no race here)
-            after = queue.get_nowait() if known else None
-            await self.send_text(text, final=known and after is None)
-            text = after if known else await queue.get()
+    async def _pump(self, watcher: Watcher) -> None:
+        """Send the job's messages as the watcher's rule gives them (stream/watchers.py), the final one last."""
+        async for text, final in watcher.texts():
+            await self.send_text(text, final=final)
 
     async def _watch(self, job: Job) -> None:
         await self.receive(None)  # returns only if the client sends something: it should not

@@ -1,8 +1,10 @@
-"""The service behind the ASGI app: store, worker, the current model, and each job's program.
+"""The service behind the ASGI app: the store, the backend, the job table, the current model, and each
+job's program.
 
-The job program is where analysis events become protocol messages and where the pipeline's error tree
-becomes the protocol's ``error`` codes (``err.code``); no traceback ever reaches a client: unexpected
-exceptions are logged here and sent as ``internal``.
+The program (``analysis_events``) runs on the backend's side of the seam (stream/backend.py): it is where
+analysis events become wire-ready records (overlays rendered to base64 JPEG there) and where the
+pipeline's error tree becomes the protocol's ``error`` codes (``err.code``). No traceback ever reaches a
+client: a program that raises anything else is logged by the backend and ends as ``internal``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pipeline.config import Settings
@@ -30,7 +33,6 @@ from pipeline.sources import open_media_for
 from pipeline.types import (
     AnalysisStart,
     FaceVerdict,
-    FrameRow,
     FrameVerdict,
     ModelInfo,
     Report,
@@ -39,9 +41,10 @@ from pipeline.types import (
     Strategy,
 )
 from stream import protocol as p
+from stream.backend import AnalysisBackend, BackendEvent, Failed, Finished, JobSpec
 from stream.jobs import Job, JobTable
 from stream.store import Store
-from stream.worker import Worker
+from stream.worker import LocalBackend
 
 log = logging.getLogger("dff.service")
 
@@ -206,10 +209,10 @@ class Service:
         self.incoming_dir = settings.resolved_models_dir / ".incoming"  # model uploads until validated
         self.status: p.ServerStatus = "no_model"
         self.model: p.ModelSummary | None = None
-        self.jobs = JobTable()
         self.model_lock = asyncio.Lock()
         self._store: Store | None = None
-        self._worker: Worker | None = None
+        self._local: LocalBackend | None = None
+        self._jobs: JobTable | None = None
 
     @property
     def store(self) -> Store:
@@ -218,10 +221,16 @@ class Service:
         return self._store
 
     @property
-    def worker(self) -> Worker:
-        if self._worker is None:
+    def backend(self) -> AnalysisBackend:
+        if self._local is None:
             raise RuntimeError("the service is not started")
-        return self._worker
+        return self._local
+
+    @property
+    def jobs(self) -> JobTable:
+        if self._jobs is None:
+            raise RuntimeError("the service is not started")
+        return self._jobs
 
     @property
     def max_upload_bytes(self) -> int:
@@ -230,7 +239,7 @@ class Service:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store (marking jobs a dead process left as interrupted), load the model, start the worker."""
+        """Open the store (marking jobs a dead process left as interrupted), load the model, start the backend."""
         self._store = await asyncio.to_thread(Store, self.settings.data_dir, self.settings.store_busy_timeout_s)
         recovered = await asyncio.to_thread(self.store.recover)
         if recovered:
@@ -240,15 +249,14 @@ class Service:
         # half-received model uploads of a process that died mid-PUT (never a usable checkpoint)
         await asyncio.to_thread(shutil.rmtree, self.incoming_dir, True)
         engine = await asyncio.to_thread(self._open_startup_engine)
-        self._worker = Worker(
+        self._local = LocalBackend(
             engine,
-            self.program,
+            partial(analysis_events, settings=self.settings),
             max_jobs=self.settings.max_jobs,
             max_queue=self.settings.max_queue,
             max_per_client=self.settings.max_jobs_per_client,
-            on_dropped=self._dropped,
-            on_queued=self._queued,
         )
+        self._jobs = JobTable(self._local, self._store, watch_queue_bytes=self.settings.watch_queue_kib * 1024)
         self._set_model(engine)
 
     def _open_startup_engine(self) -> Engine | None:
@@ -281,99 +289,44 @@ class Service:
         """Graceful shutdown: take no new jobs, let running ones finish for up to ``grace_s``, then stop the
         rest as ``interrupted`` (stored as such, clients told), and let clients receive their last message."""
         self.status = "shutting_down"
-        if self._worker is None:
+        if self._local is None:
             return
-        self.worker.stop_accepting()
+        backend = self.backend
+        backend.stop_accepting()
         deadline = time.monotonic() + grace_s
-        while not await asyncio.to_thread(self.worker.drain, 0.2):
+        while not await backend.drain(0.2):
             if time.monotonic() >= deadline or abort():
-                cancelled = self.worker.cancel_all("interrupted")
-                log.warning("shutdown: %d job(s) interrupted after %.1f s", len(cancelled), grace_s)
-                await asyncio.to_thread(self.worker.drain, 5.0)
+                cancelled = backend.cancel_all("interrupted")
+                log.warning("shutdown: %d job(s) interrupted after %.1f s", cancelled, grace_s)
+                await backend.drain(5.0)
                 break
+        await self.jobs.idle(5.0)  # every job's end stored and published
         for _ in range(40):  # up to 2 s for the connections to send their final message and detach
             if not any(job.watchers for job in self.jobs.all()):
                 break
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            await asyncio.to_thread(self.worker.close)
+        if self._local is not None:
+            await self._local.aclose()
+        if self._jobs is not None:
+            await self._jobs.idle(5.0)
         if self._store is not None:
             await asyncio.to_thread(self.store.close)
 
     # -- jobs ----------------------------------------------------------------------------------------------
 
-    def new_job(
-        self, name: str, request: JobRequest, loop: asyncio.AbstractEventLoop, client: str | None = None
-    ) -> Job:
+    def new_job(self, name: str, request: JobRequest, client: str | None = None) -> Job:
         """``client``: the uploader's IP address (the per-client cap's key)."""
         job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable, not a path
-        return Job(
+        return self.jobs.new(
             job_id,
             safe_file_name(name),
             self.uploads_dir / job_id,
             request,
-            loop,
             keep_upload=self.settings.keep_uploads,
             client=client,
         )
-
-    def program(self, job: Job, engine: Engine | None) -> Iterator[None]:
-        """Run one job on ``engine`` (worker thread): store and publish every event, one per step."""
-        request: JobRequest = job.request
-        store = self.store
-        reported = False  # once the report is stored, a late cancel must not overwrite "done"
-        try:
-            if engine is None:
-                raise NoModel(NO_MODEL_MESSAGE)
-            source = open_media_for(job.path, self.settings, request.policy)
-            events = analyze(source, engine, self.settings, strategy=request.strategy, threshold=request.threshold)
-            with source, closing(events):
-                seq = 0
-                for event in events:
-                    if isinstance(event, AnalysisStart):
-                        store.start_job(job.id, event.media.sha256, event.model.name, event.model.sha256)
-                        job.publish(p.encode(accepted_message(job.id, event, request)))
-                        job.publish(p.encode(p.Progress(job.id, "analyzing", 0, event.planned_frames)))
-                    elif isinstance(event, FrameVerdict):
-                        store.add_frame(job.id, FrameRow.of(event))
-                        job.publish(p.encode(frame_message(job.id, seq, event, request.overlays)))
-                        seq += 1
-                    elif isinstance(event, Report):
-                        body = store.finish_job(job.id, event)  # committed before `done` goes out
-                        reported = True
-                        job.publish(p.encode(p.Done(job.id, body)), final=True)
-                    yield
-        except GeneratorExit:
-            if not reported:
-                self._end(job, job.cancel_reason or "cancelled")
-            raise
-        except DffError as err:
-            message = NO_MODEL_MESSAGE if isinstance(err, NoModel) else str(err)
-            self._fail(job, "failed", err.code, message)
-        except Exception:
-            log.exception("job %s failed with an unexpected error", job.id)
-            self._fail(job, "failed", "internal", f"internal server error (logged as job {job.id})")
-
-    def _end(self, job: Job, reason: str) -> None:
-        if reason == "interrupted":
-            self._fail(job, "interrupted", "interrupted", "the server is shutting down; frames so far are stored")
-        else:
-            self._fail(job, "cancelled", "cancelled", "every client disconnected, so the job was stopped")
-
-    def _fail(self, job: Job, status: str, code: str, message: str) -> None:
-        try:
-            self.store.end_job(job.id, status, code, message)  # type: ignore[arg-type]
-        except Exception:
-            log.exception("job %s: could not store its end (%s)", job.id, status)
-        job.publish(p.encode(p.Error(code=code, message=message, job_id=job.id)), final=True)
-
-    def _dropped(self, job: Job, reason: str) -> None:
-        self._end(job, reason)
-
-    def _queued(self, job: Job, position: int) -> None:
-        job.publish(p.encode(p.Progress(job.id, "queued", 0, None, position)))
 
     # -- models --------------------------------------------------------------------------------------------
 
@@ -385,7 +338,8 @@ class Service:
         """Load and switch to ``path``; jobs already running finish on the engine they started with."""
         async with self.model_lock:
             engine = await asyncio.to_thread(self.open_engine, path)
-            self.worker.set_engine(engine)
+            assert self._local is not None  # model switching is this backend's own (a Ray one reloads actors)
+            self._local.set_engine(engine)
             await asyncio.to_thread(self.store.set_meta, ACTIVE_MODEL_KEY, name)
             self._set_model(engine)
             log.info("model %s is active (sha256 %s)", name, engine.info.sha256)

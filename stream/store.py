@@ -4,7 +4,8 @@
     frames  one row per analysed frame (written as frames arrive, so an interrupted job keeps its part)
     meta    small key/values (the active model's file name)
 
-Status goes ``queued -> running -> done | failed | cancelled | interrupted``; a server that starts and finds
+``jobs.status`` holds ``JobState`` values (stream/state.py; ``Job`` owns the state in memory and moves it):
+``queued -> running -> done | failed | cancelled | interrupted``; a server that starts and finds
 ``queued``/``running`` rows (it crashed or was killed) marks them ``interrupted``: nothing is silently lost.
 A report is committed before the caller sends ``done``. Ids come from the caller (random, unguessable).
 One connection guarded by a lock: writes are a few per frame, and every reader is short.
@@ -30,14 +31,14 @@ from typing import Any, Literal
 
 from pipeline.errors import DffError
 from pipeline.report import report_to_dict
-from pipeline.types import FrameRow, Report
+from pipeline.types import FaceRow, FrameRow, Report
+from stream.state import ENDS_WITHOUT_REPORT, JobState
 
 log = logging.getLogger("dff.store")
 
 DB_NAME = "dff.sqlite3"
 SCHEMA_VERSION = 1
-Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
-FINAL_STATUSES: tuple[Status, ...] = ("done", "failed", "cancelled", "interrupted")
+Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]  # the stored JobState values
 
 
 class StoreError(DffError, OSError):
@@ -251,14 +252,15 @@ class Store:
             )
         return body
 
-    def end_job(self, job_id: str, status: Status, code: str, message: str) -> None:
+    def end_job(self, job_id: str, status: JobState | Status, code: str, message: str) -> None:
         """A job that ended without a report: ``failed``, ``cancelled`` or ``interrupted``, with why."""
-        if status not in ("failed", "cancelled", "interrupted"):
+        state = JobState(status)  # ValueError for a status that is no state
+        if state not in ENDS_WITHOUT_REPORT:
             raise ValueError(f"end_job is for jobs without a report, got status {status!r}")
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET status=?, finished_s=?, error_code=?, error_message=? WHERE id=?",
-                (status, time.time(), code, message, job_id),
+                (state.value, time.time(), code, message, job_id),
             )
 
     # -- reading (HTTP routes) ------------------------------------------------------------------------------
@@ -277,6 +279,26 @@ class Store:
         rows = self._read("SELECT idx, time_s, score, faces_json FROM frames WHERE job_id=? ORDER BY idx", (job_id,))
         return [
             {"index": r["idx"], "time_s": r["time_s"], "score": r["score"], "faces": json.loads(r["faces_json"])}
+            for r in rows
+        ]
+
+    def frame_page(self, job_id: str, offset: int, limit: int) -> list[FrameRow]:
+        """Stored frames ``offset`` .. ``offset + limit - 1`` in stream order (frame index order, which is the
+        order they were sent in: the ``seq`` of a frame message is its position here)."""
+        rows = self._read(
+            "SELECT idx, time_s, score, faces_json FROM frames WHERE job_id=? ORDER BY idx LIMIT ? OFFSET ?",
+            (job_id, limit, offset),
+        )
+        return [
+            FrameRow(
+                r["idx"],
+                r["time_s"],
+                r["score"],
+                tuple(
+                    FaceRow(f["face_index"], tuple(f["xyxy"]), f["detector_prob"], f["fake_prob"], f["track_id"])
+                    for f in json.loads(r["faces_json"])
+                ),
+            )
             for r in rows
         ]
 

@@ -1,85 +1,112 @@
-"""The one worker thread that owns the model(s) and runs every job.
+"""``LocalBackend``: the one worker thread in this process that owns the model(s) and runs every job.
 
-    websocket handler ──reserve──▶ uploading ──submit──▶ waiting ──admit──▶ running ──▶ finished
-                                        │ release            │ cancel          │ cancel (program.close())
-                                        ▼                    ▼ on_dropped      ▼
-                                     (gone)               finished          finished
+    reserve ──▶ uploading ──submit──▶ waiting ──admit──▶ running ──final event──▶ (gone)
+                    │ release            │ cancel           │ cancel: program.close(), then Stopped
+                    ▼                    ▼ Stopped          ▼
+                 (gone)               (gone)            Failed("internal") if the program raises
 
-The worker interleaves the running jobs round-robin, one step each (a step is one ``next()`` of the job's
-program, which yields after each analysis event), so every client streams while one model serves all;
-a job's own frames stay in order. At most ``max_jobs`` run at once and ``max_queue`` more may wait;
-beyond that ``reserve`` raises ``Busy`` before any byte is uploaded, as it does when one client (``job.client``,
-its IP address) already has ``max_per_client`` jobs uploading, waiting or running: one client cannot take
-every slot.
+These are the backend's scheduling lists, not a job's lifecycle: that is ``Job.state`` (stream/jobs.py),
+which follows the events this backend streams. The worker interleaves the running jobs round-robin, one
+step each (a step is one ``next()`` of the job's program, which yields one ``BackendEvent``), so every
+client streams while one model serves all; a job's own events stay in order. A job whose channel holds
+``event_queue_size`` undelivered events is skipped until the event loop takes one: a lagging consumer
+never holds up the other jobs, and nothing piles up. At most ``max_jobs`` run at once and ``max_queue``
+more may wait; beyond that ``reserve`` raises ``Busy`` before any byte is uploaded, as it does when one
+client already has ``max_per_client`` jobs uploading, waiting or running.
 
 A job binds the engine that is current when it is admitted and finishes on it, even if another engine is
 installed meanwhile (``set_engine``); an engine is closed once it is neither current nor used.
 
-Threads: the asyncio loop owns a Job's message log and watchers; the worker thread runs programs and
-``publish``es through ``loop.call_soon_threadsafe``. ``cancel`` may come from either side; the worker
-checks it before every step, so a cancelled job stops within one step (well under a second on CPU).
+Threads: the event loop calls every public method (each takes the lock briefly, never waits on a job);
+the worker thread runs programs and puts their events into each job's channel with
+``loop.call_soon_threadsafe``. A cancelled job stops within one step (well under a second on CPU).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from stream.jobs import Job
+from stream import protocol as p
+from stream.backend import (
+    EVENT_QUEUE_SIZE,
+    FINAL_EVENTS,
+    BackendEvent,
+    Busy,
+    ClientBusy,
+    Depth,
+    Failed,
+    JobSpec,
+    ShuttingDown,
+    Stopped,
+)
 
 if TYPE_CHECKING:
     from pipeline.engine import Engine
 
 log = logging.getLogger("dff.worker")
 
-Program = Iterator[None]
-ProgramFactory = Callable[[Job, "Engine | None"], Program]
+Program = Iterator[BackendEvent]
+ProgramFactory = Callable[[JobSpec, "Engine | None"], Program]
 
 
-class Busy(Exception):
-    """The worker has ``max_jobs + max_queue`` jobs (uploading, waiting or running)."""
+class _Channel:
+    """One job's events from the worker thread to the event loop, at most ``size`` undelivered (the final
+    event may go one over). The async iterator the backend returns from ``submit``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int, taken: Callable[[], None]) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[BackendEvent] = asyncio.Queue()
+        self._size = size
+        self._taken = taken  # wakes the worker: this job may have room again
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._ended = False
+
+    def has_room(self) -> bool:
+        with self._lock:
+            return self._in_flight < self._size
+
+    def put(self, event: BackendEvent) -> None:
+        """From any thread."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the loop is closed: the server is gone, nobody can receive it
+            log.debug("event dropped, event loop closed: %.80r", event)
+
+    def __aiter__(self) -> _Channel:
+        return self
+
+    async def __anext__(self) -> BackendEvent:
+        if self._ended:
+            raise StopAsyncIteration
+        event = await self._queue.get()
+        with self._lock:
+            self._in_flight -= 1
+        self._taken()
+        self._ended = isinstance(event, FINAL_EVENTS)
+        return event
 
 
-class ClientBusy(Busy):
-    """One client already has ``max_per_client`` jobs uploading, waiting or running."""
-
-
-class ShuttingDown(Exception):
-    """The worker takes no new jobs."""
-
-
-@dataclass(frozen=True, slots=True)
-class Depth:
-    """How many jobs are where, for ``/healthz``."""
-
-    uploading: int
-    waiting: int
-    running: int
-    capacity: int  # max_jobs + max_queue
-
-    def to_json(self) -> dict[str, int]:
-        return {
-            "uploading": self.uploading,
-            "waiting": self.waiting,
-            "running": self.running,
-            "capacity": self.capacity,
-        }
-
-
-@dataclass
+@dataclass(eq=False)
 class _Slot:
-    job: Job
-    program: Program
-    engine: Engine | None
-    started: bool = False
+    spec: JobSpec
+    channel: _Channel
+    program: Program | None = None
+    engine: Engine | None = None
+    cancel_reason: str | None = None
+    position: int = 0
 
 
-class Worker:
-    """The one thread that runs analysis. A context manager: ``close()`` stops it and closes engines."""
+class LocalBackend:
+    """The in-process ``AnalysisBackend``. A context manager: ``close()`` stops the thread and closes engines."""
 
     def __init__(
         self,
@@ -88,28 +115,26 @@ class Worker:
         *,
         max_jobs: int,
         max_queue: int,
-        on_dropped: Callable[[Job, str], None],
-        on_queued: Callable[[Job, int], None] = lambda job, position: None,
         max_per_client: int = 0,
+        event_queue_size: int = EVENT_QUEUE_SIZE,
     ) -> None:
-        """``program(job, engine)`` makes a job's generator; it yields after each event it publishes and
-        handles its own errors (GeneratorExit included: that is how a running job is cancelled).
-        ``on_dropped(job, reason)`` is called for a job cancelled before its program ran a step;
-        ``on_queued(job, position)`` when a waiting job's place in line changes. Both on the worker thread.
-        ``max_per_client``: jobs one ``job.client`` may hold at once (0 = no cap).
-        """
-        if max_jobs < 1 or max_queue < 0 or max_per_client < 0:
-            raise ValueError(f"need max_jobs >= 1, max_queue >= 0, max_per_client >= 0, got {max_jobs}, {max_queue}")
+        """``program(spec, engine)`` makes a job's generator (run on the worker thread): it yields events and
+        ends with a final one; if it raises instead, the job ends with ``Failed("internal")`` (logged).
+        ``max_per_client``: jobs one ``spec.client`` may hold at once (0 = no cap)."""
+        if max_jobs < 1 or max_queue < 0 or max_per_client < 0 or event_queue_size < 1:
+            raise ValueError(
+                f"need max_jobs >= 1, max_queue >= 0, max_per_client >= 0, event_queue_size >= 1, got "
+                f"{max_jobs}, {max_queue}, {max_per_client}, {event_queue_size}"
+            )
         self._engine = engine
         self._program = program
         self.max_jobs = max_jobs
         self.max_queue = max_queue
         self.max_per_client = max_per_client
-        self._on_dropped = on_dropped
-        self._on_queued = on_queued
+        self._event_queue_size = event_queue_size
         self._cond = threading.Condition()
-        self._uploading: dict[str, Job] = {}
-        self._waiting: list[Job] = []
+        self._uploading: dict[str, str | None] = {}  # job id -> client
+        self._waiting: list[_Slot] = []
         self._running: list[_Slot] = []
         self._engine_users: dict[int, int] = {}
         self._accepting = True
@@ -117,46 +142,72 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name="dff-worker", daemon=True)
         self._thread.start()
 
-    # -- called from the event loop ------------------------------------------------------------------------
+    # -- the AnalysisBackend protocol (event loop) -------------------------------------------------------------
 
-    def reserve(self, job: Job) -> None:
-        """Take a slot for a job about to upload. Raises Busy (ClientBusy for the per-client cap) or ShuttingDown."""
+    def reserve(self, job_id: str, client: str | None) -> None:
         with self._cond:
             if not self._accepting:
                 raise ShuttingDown("the server is shutting down")
-            held = [*self._uploading.values(), *self._waiting, *(s.job for s in self._running)]
-            if len(held) >= self.max_jobs + self.max_queue:
-                limit = self.max_jobs + self.max_queue
+            held = [*self._uploading.values(), *(s.spec.client for s in (*self._waiting, *self._running))]
+            limit = self.max_jobs + self.max_queue
+            if len(held) >= limit:
                 raise Busy(f"{len(held)} jobs are uploading, waiting or running (limit {limit})")
-            if self.max_per_client and job.client is not None:
-                mine = sum(1 for j in held if j.client == job.client)
+            if self.max_per_client and client is not None:
+                mine = held.count(client)
                 if mine >= self.max_per_client:
                     raise ClientBusy(
-                        f"this client ({job.client}) already has {mine} jobs uploading, waiting or running "
+                        f"this client ({client}) already has {mine} jobs uploading, waiting or running "
                         f"(limit {self.max_per_client} per client)"
                     )
-            self._uploading[job.id] = job
-            job._wake = self._notify
+            self._uploading[job_id] = client
 
-    def release(self, job: Job) -> None:
-        """Give back the slot of a job whose upload failed, and delete what it uploaded."""
+    def release(self, job_id: str) -> None:
         with self._cond:
-            self._uploading.pop(job.id, None)
-            job.state = "finished"
-        job.cleanup()
+            self._uploading.pop(job_id, None)
 
-    def submit(self, job: Job) -> int:
-        """Queue an uploaded job; returns its place in line (0 = next). Raises ShuttingDown."""
+    def submit(self, spec: JobSpec) -> _Channel:
+        channel = _Channel(asyncio.get_running_loop(), self._event_queue_size, self._notify)
         with self._cond:
-            self._uploading.pop(job.id, None)
+            self._uploading.pop(spec.job_id, None)
             if not self._accepting:
-                job.state = "finished"
                 raise ShuttingDown("the server is shutting down")
-            job.state = "waiting"
-            job.position = max(0, len(self._waiting) - (self.max_jobs - len(self._running)))
-            self._waiting.append(job)
+            position = max(0, len(self._waiting) - (self.max_jobs - len(self._running)))
+            self._waiting.append(_Slot(spec, channel, position=position))
+            channel.put(p.Progress(spec.job_id, "queued", 0, None, position))
             self._cond.notify_all()
-            return job.position
+        return channel
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        with self._cond:
+            for slot in (*self._waiting, *self._running):
+                if slot.spec.job_id == job_id and slot.cancel_reason is None:
+                    slot.cancel_reason = reason
+                    self._cond.notify_all()
+
+    def cancel_all(self, reason: str) -> int:
+        with self._cond:
+            slots = [*self._waiting, *self._running]
+            for slot in slots:
+                if slot.cancel_reason is None:
+                    slot.cancel_reason = reason
+            self._cond.notify_all()
+            return len(slots)
+
+    def depth(self) -> Depth:
+        with self._cond:
+            return Depth(len(self._uploading), len(self._waiting), len(self._running), self.max_jobs + self.max_queue)
+
+    def stop_accepting(self) -> None:
+        with self._cond:
+            self._accepting = False
+
+    async def drain(self, timeout_s: float) -> bool:
+        return await asyncio.to_thread(self.wait_drained, timeout_s)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    # -- this backend's own -------------------------------------------------------------------------------------
 
     def set_engine(self, engine: Engine) -> None:
         """Make ``engine`` current for jobs admitted from now on; jobs running keep theirs."""
@@ -170,15 +221,7 @@ class Worker:
     def engine(self) -> Engine | None:
         return self._engine
 
-    def depth(self) -> Depth:
-        with self._cond:
-            return Depth(len(self._uploading), len(self._waiting), len(self._running), self.max_jobs + self.max_queue)
-
-    def stop_accepting(self) -> None:
-        with self._cond:
-            self._accepting = False
-
-    def drain(self, timeout_s: float) -> bool:
+    def wait_drained(self, timeout_s: float) -> bool:
         """Block until no job waits or runs, at most ``timeout_s``; True when drained."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
@@ -188,14 +231,6 @@ class Worker:
                     return False
                 self._cond.wait(left)
             return True
-
-    def cancel_all(self, reason: str) -> list[Job]:
-        """Cancel every waiting and running job; returns them."""
-        with self._cond:
-            jobs = self._waiting + [s.job for s in self._running]
-        for job in jobs:
-            job.cancel(reason)
-        return jobs
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the thread (cancelling what is left as "interrupted") and close every engine."""
@@ -212,13 +247,13 @@ class Worker:
             self._engine.close()
             self._engine = None
 
-    def __enter__(self) -> Worker:
+    def __enter__(self) -> LocalBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the worker thread ---------------------------------------------------------------------------------
+    # -- the worker thread -----------------------------------------------------------------------------------
 
     def _notify(self) -> None:
         with self._cond:
@@ -227,29 +262,27 @@ class Worker:
     def _loop(self) -> None:
         turn = 0
         while True:
-            dropped: list[Job] = []
-            moved: list[tuple[Job, int]] = []
             with self._cond:
                 while True:
-                    dropped += [j for j in self._waiting if j.cancelled]
-                    self._waiting = [j for j in self._waiting if not j.cancelled]
+                    dropped = [s for s in self._waiting if s.cancel_reason is not None]
+                    self._waiting = [s for s in self._waiting if s.cancel_reason is None]
                     while self._waiting and len(self._running) < self.max_jobs:
                         self._admit(self._waiting.pop(0))
-                    for position, job in enumerate(self._waiting):
-                        if job.position != position:
-                            job.position = position
-                            moved.append((job, position))
-                    if self._running or dropped or moved:
+                    moved = [s for position, s in enumerate(self._waiting) if s.position != position]
+                    for position, slot in enumerate(self._waiting):
+                        slot.position = position
+                    ready = [s for s in self._running if s.cancel_reason is not None or s.channel.has_room()]
+                    if ready or dropped or moved:
                         break
-                    self._cond.notify_all()  # wakes drain(): nothing waits or runs
-                    if self._closing:
+                    self._cond.notify_all()  # wakes wait_drained() when nothing waits or runs
+                    if self._closing and not self._running:
                         return
                     self._cond.wait()
-                slot = self._running[turn % len(self._running)] if self._running else None
-            for job in dropped:
-                self._drop(job, job.cancel_reason or "cancelled")
-            for job, position in moved:
-                self._call(self._on_queued, job, position)
+                slot = ready[turn % len(ready)] if ready else None
+            for gone in dropped:
+                gone.channel.put(Stopped(gone.cancel_reason or "cancelled"))
+            for waiting in moved:
+                waiting.channel.put(p.Progress(waiting.spec.job_id, "queued", 0, None, waiting.position))
             if slot is None:
                 continue
             if self._step(slot):
@@ -257,40 +290,50 @@ class Worker:
             else:
                 self._finish(slot)
 
-    def _admit(self, job: Job) -> None:
+    def _admit(self, slot: _Slot) -> None:
         """Under the lock: bind the current engine and make the job's program."""
         engine = self._engine
         if engine is not None:
             self._engine_users[id(engine)] = self._engine_users.get(id(engine), 0) + 1
-        job.state = "running"
-        job.position = None
-        self._running.append(_Slot(job, self._program(job, engine), engine))
+        slot.engine = engine
+        slot.program = self._program(slot.spec, engine)
+        self._running.append(slot)
 
     def _step(self, slot: _Slot) -> bool:
-        """Advance one job by one event; False when it is over (finished, failed or cancelled)."""
-        if slot.job.cancelled:
-            if slot.started:
-                try:
-                    slot.program.close()
-                except Exception:
-                    log.exception("job %s: error while cancelling", slot.job.id)
-            else:
-                self._drop(slot.job, slot.job.cancel_reason or "cancelled")
+        """Advance one job by one event; False once its final event is sent (the program is closed first,
+        so its file is released before the event loop hears of the end)."""
+        assert slot.program is not None
+        job_id = slot.spec.job_id
+        if slot.cancel_reason is not None:
+            self._close(slot)
+            slot.channel.put(Stopped(slot.cancel_reason))
             return False
-        slot.started = True
         try:
-            next(slot.program)
+            event = next(slot.program)
         except StopIteration:
-            return False
-        except Exception:  # programs handle their own errors; this is the last line of defence
-            log.exception("job %s: the program raised", slot.job.id)
-            return False
-        return True
+            log.error("job %s: the program ended without a final event", job_id)
+            event = Failed("internal", f"internal server error (logged as job {job_id})")
+        except Exception:  # a bug in the program: its watchers hear of it, the job is stored as failed
+            log.exception("job %s: the program raised", job_id)
+            event = Failed("internal", f"internal server error (logged as job {job_id})")
+        if not isinstance(event, FINAL_EVENTS):
+            slot.channel.put(event)
+            return True
+        self._close(slot)
+        slot.channel.put(event)
+        return False
+
+    @staticmethod
+    def _close(slot: _Slot) -> None:
+        assert slot.program is not None
+        try:
+            slot.program.close()
+        except Exception:
+            log.exception("job %s: error while closing its program", slot.spec.job_id)
 
     def _finish(self, slot: _Slot) -> None:
         with self._cond:
             self._running.remove(slot)
-            slot.job.state = "finished"
             close_engine = None
             if slot.engine is not None:
                 key = id(slot.engine)
@@ -302,16 +345,3 @@ class Worker:
             self._cond.notify_all()
         if close_engine is not None:
             close_engine.close()
-        slot.job.cleanup()
-
-    def _drop(self, job: Job, reason: str) -> None:
-        job.state = "finished"
-        self._call(self._on_dropped, job, reason)
-        job.cleanup()
-
-    @staticmethod
-    def _call(fn: Callable[..., None], *args: Any) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("worker callback %s failed", getattr(fn, "__name__", fn))

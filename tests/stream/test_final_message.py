@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from stream import protocol as p
 from stream.jobs import Job
 from stream.server import _Connection
+from stream.state import JobState
 from tests.stream.conftest import get_json, wait_for
 
 JOB = "AbCdEfGh12345678_-xyzQ"
@@ -104,28 +105,30 @@ def test_two_tasks_racing_to_end_the_conversation_send_one_final_message():
     assert sent[1].code == "unexpected_message"  # the first to take the lock
 
 
-def test_a_jobs_final_message_from_its_log_ends_the_conversation(tmp_path):
-    """``_pump`` knows the job's last message by the end marker that follows it, for live and replayed jobs."""
-    frame = p.encode(p.FrameResult(JOB, 0, 0, 0.0, None, ()))
-    end = p.encode(p.Error(code="unsupported_media", message="not media", job_id=JOB))
+def test_a_jobs_final_message_ends_the_conversation(tmp_path):
+    """``_pump`` sends the job's final message last, for live and late (replayed) watchers alike."""
+    frame = p.FrameResult(JOB, 0, 0, 0.0, None, ())
+    end = p.Error(code="unsupported_media", message="not media", job_id=JOB)
+
+    async def fetch(job_id: str, first_seq: int, limit: int) -> list[p.FrameResult]:
+        return [frame][first_seq : first_seq + limit]  # what the store holds
 
     async def scenario() -> tuple[list[str], list[str], bool]:
-        loop = asyncio.get_running_loop()
-        job = Job(JOB, "x.mp4", tmp_path / "job", None, loop)
+        job = Job(JOB, "x.mp4", tmp_path / "job", None, fetch_frames=fetch)
         live = _Connection(_Wire(), service=None)  # type: ignore[arg-type]
         pump = asyncio.create_task(live._pump(job.attach()))
         job.publish(frame)
         await asyncio.sleep(0.01)
         was_ended = live.ended  # a frame does not end the conversation
-        job.publish(end, final=True)
+        job.end(JobState.FAILED, end)
         await asyncio.wait_for(pump, 5)
         await live.fail("unexpected_message", "too late", JOB)  # the job already ended it: dropped
 
         replayed = _Connection(_Wire(), service=None)  # type: ignore[arg-type]
-        await replayed._pump(job.attach())  # attached after the end: the log, then the marker
+        await replayed._pump(job.attach())  # attached after the end: the stored frame, then the end
         await replayed.fail("unexpected_message", "too late", JOB)
         return live.ws.sent, replayed.ws.sent, was_ended
 
     live_sent, replayed_sent, was_ended = asyncio.run(scenario())
     assert not was_ended
-    assert live_sent == replayed_sent == [frame, end]
+    assert live_sent == replayed_sent == [p.encode(frame), p.encode(end)]
