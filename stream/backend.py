@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pipeline.types import Report
 from stream import protocol as p
@@ -114,7 +114,6 @@ class Stopped:
 
 BackendEvent = p.Accepted | p.Progress | p.FrameResult | Finished | Failed | Stopped
 FINAL_EVENTS = (Finished, Failed, Stopped)
-Stage = Literal["queued", "analyzing"]
 
 
 class EventStream(Protocol):
