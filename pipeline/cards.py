@@ -7,27 +7,12 @@ Reading and listing only, with no training code, so stream/ can list models with
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.models import CARD_SCHEMA, CHECKPOINT_SUFFIXES, card_path, file_sha256
-
-
-def read_card(checkpoint: Path) -> dict[str, Any] | None:
-    """The card beside ``checkpoint`` as a dict, or None when there is none. ValueError if it is not JSON."""
-    path = card_path(checkpoint)
-    if not path.is_file():
-        return None
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
-        raise ValueError(f"{path} is not a {CARD_SCHEMA} model card")
-    return card
+from pipeline.models import CHECKPOINT_SUFFIXES, file_sha256, read_card  # read_card: re-exported
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,20 @@ class CardFacts:
     threshold: float | None
 
 
+def read_card(checkpoint: Path) -> dict[str, Any] | None:
+    """The card beside ``checkpoint`` as a dict, or None when there is none. ValueError if it is not JSON."""
+    path = card_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
+        raise ValueError(f"{path} is not a {CARD_SCHEMA} model card")
+    return card
+
+
 def read_card_facts(checkpoint: Path, sha256: str) -> CardFacts | None:
     """The card beside ``checkpoint`` when it describes these weights (same ``sha256``), else None.
 
@@ -235,12 +249,10 @@ def read_card_facts(checkpoint: Path, sha256: str) -> CardFacts | None:
     the last two: a wrong temperature would silently distort every probability.
     """
     path = card_path(checkpoint)
-    if not path.is_file():
-        return None
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
-            raise ValueError(f"not a {CARD_SCHEMA} card")
+        card = read_card(checkpoint)
+        if card is None:
+            return None
         if card.get("sha256") != sha256:
             log.warning("%s describes other weights (sha256 differs); ignoring it", path.name)
             return None
