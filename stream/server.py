@@ -170,8 +170,10 @@ class _Connection:
             return job
         finally:
             if not queued:
-                service.backend.release(job.id)
-                await asyncio.to_thread(job.cleanup)
+                try:  # the file goes first: a freed slot (what /healthz shows) means its upload is gone
+                    await asyncio.to_thread(job.cleanup)
+                finally:
+                    service.backend.release(job.id)
 
     def _too_slow(self, received: int, size_bytes: int, began: float) -> str:
         settings = self.service.settings
