@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,3 +98,47 @@ def serving(settings: Settings, **kw: Any) -> Iterator[Served]:
     finally:
         if served.thread.is_alive():
             served.stop()
+
+
+# the service as `dff serve` composes it, minus the web page, for tests that need it in a process of its own
+SERVE_SCRIPT = (
+    "from pipeline.config import Settings; from stream.server import create_app, make_server; "
+    "s = Settings.from_env(); make_server(create_app(s), s, log_level='warning').run()"
+)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server_process(env: dict[str, str], port: int, script: str = SERVE_SCRIPT) -> Iterator[subprocess.Popen[bytes]]:
+    """``script`` (the server) in a child process with ``env`` added to ours; yields once ``/healthz`` on
+    ``port`` says ok (120 s at most), stops it with SIGTERM (then SIGKILL) at the end if it still runs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"the server exited: {proc.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the server did not become ready in 120 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    if json.loads(r.read()).get("status") == "ok":
+                        break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)

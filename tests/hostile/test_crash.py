@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,27 +20,15 @@ from pipeline.models import build_model, save_checkpoint
 from stream import protocol as p
 from stream.store import DB_NAME
 from tests.media import encode_video, face_scene
+from tests.servers import free_port, server_process
 from tests.stream.conftest import get_json, http
 from ui.client import analyze_file
-
-# the service as `dff serve` composes it, minus the web page (which the crash does not involve)
-SERVE = (
-    "from pipeline.config import Settings; from stream.server import create_app, make_server; "
-    "s = Settings.from_env(); make_server(create_app(s), s, log_level='warning').run()"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def _server(data_dir: Path, models_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = _free_port()
+    port = free_port()
     env = {
-        **os.environ,
         "DFF_DATA_DIR": str(data_dir),
         "DFF_MODELS_DIR": str(models_dir),
         "DFF_HOST": "127.0.0.1",
@@ -54,27 +38,8 @@ def _server(data_dir: Path, models_dir: Path) -> Iterator[tuple[subprocess.Popen
         "DFF_CLASSIFY_BATCH": "4",
         "DFF_MAX_PENDING_FRAMES": "1",
     }
-    proc = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"the server exited: {proc.stderr.read().decode()[-2000:]}"
-            assert time.monotonic() < deadline, "the server did not become ready in 120 s"
-            try:
-                if get_json(f"http://127.0.0.1:{port}/healthz")[1].get("status") == "ok":
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
+    with server_process(env, port) as proc:
         yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
 
 
 def _done(port: int, path: Path) -> str:

@@ -6,10 +6,8 @@ the slow client, once it reads, still gets every frame's scores, in order, and t
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from websockets.asyncio.client import connect
 from pipeline.models import build_model, save_checkpoint
 from stream import protocol as p
 from tests.media import encode_video, face_scene
+from tests.servers import free_port, server_process
 from tests.stream.conftest import get_json
 
 STALL_S = 30.0
@@ -47,11 +46,8 @@ def _server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     models = tmp_path / "models"
     models.mkdir()
     save_checkpoint(build_model(), models / "random.pth")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     env = {
-        **os.environ,
         "DFF_DATA_DIR": str(tmp_path / "data"),
         "DFF_MODELS_DIR": str(models),
         "DFF_HOST": "127.0.0.1",
@@ -62,26 +58,8 @@ def _server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         "DFF_MAX_FRAMES": "5000",
         "DFF_WATCH_QUEUE_KIB": "64",  # a small budget, so 30 s of frames overflow it on a slow machine too
     }
-    proc = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"the server exited: {proc.stderr.read().decode()[-2000:]}"
-            assert time.monotonic() < deadline, "the server did not become ready in 120 s"
-            try:
-                if get_json(f"http://127.0.0.1:{port}/healthz")[1].get("status") == "ok":
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
+    with server_process(env, port, SERVE) as proc:
         yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _small_socket(port: int) -> socket.socket:
