@@ -23,8 +23,8 @@ from tests.hostile.fuzzcorpus import (
     RAW_LITERALS,
     VALID,
     Mutation,
-    field_paths,
     check_decode,
+    field_paths,
     mutated_messages,
 )
 
