@@ -20,5 +20,3 @@ def seed_recipe(model: torch.nn.Module, image: np.ndarray) -> float:
     face = face / 255.0
     with torch.no_grad():
         return torch.sigmoid(model(face)).item()
-
-

@@ -82,8 +82,14 @@ def test_save_checkpoint_round_trips_weights_and_default_profile(tmp_path: Path)
 
 def test_declared_preprocess_profile_round_trips(tmp_path: Path) -> None:
     profile = PreprocessProfile(
-        name="ours-v2", crop_px=224, margin_px=20, input_px=224, resize="bilinear",
-        scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        name="ours-v2",
+        crop_px=224,
+        margin_px=20,
+        input_px=224,
+        resize="bilinear",
+        scale=1 / 255,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
     )
     path = save_checkpoint(build_model(), tmp_path / "p.pth", profile)
     assert load_model(path, CPU).info.profile == profile
@@ -176,7 +182,10 @@ def test_untrained_needs_permission_and_is_deterministic() -> None:
     b = load_model(None, CPU, allow_untrained=True)
     assert _same_weights(b.module, a.module.state_dict())
     assert (a.info.name, a.info.sha256, a.info.untrained, a.info.profile) == (
-        "UNTRAINED", "untrained", True, SEED_PROFILE,
+        "UNTRAINED",
+        "untrained",
+        True,
+        SEED_PROFILE,
     )
 
 
