@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.models import build_model, save_checkpoint
 from tests.hostile.generate import Case, generate
+from tests.hostile.security_kit import TOKEN
+from tests.media import encode_video, face_scene
+from tests.servers import Served, make_settings, serving
 
 MODES = ("analyze", "scan", "server")
 
@@ -100,3 +104,45 @@ def hostile_engine(hostile_settings) -> Iterator[object]:
 
     with Engine.open(hostile_settings, allow_untrained=True) as engine:
         yield engine
+
+
+# the security tests' servers and media (tests/hostile/test_security*.py), one of each per test module
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("security_models")
+    save_checkpoint(build_model(), directory / "random.pth")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory, models_dir) -> Iterator[Served]:
+    """Composed as ``dff serve`` composes it (the web page mounted), with a token."""
+    root = tmp_path_factory.mktemp("token_server")
+    with serving(make_settings(root / "data", models_dir, token=TOKEN), web_ui=True) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory) -> Iterator[Served]:
+    """No token, on loopback (model management allowed from loopback), small caps: 1 MiB uploads,
+    100,000-pixel frames, 1.5-s videos, 300 frames per request."""
+    root = tmp_path_factory.mktemp("open_server")
+    save_checkpoint(build_model(), root / "models" / "random.pth")
+    settings = make_settings(
+        root / "data", root / "models", max_upload_mb=1.0, max_image_pixels=100_000, max_duration_s=1.5
+    )
+    with serving(settings) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory) -> Path:
+    """A 1-s 160×120 clip with one face: under every cap of ``open_server``."""
+    d = tmp_path_factory.mktemp("security_media")
+    return encode_video(d / "face.mp4", [face_scene(160, 120, [(20 + t, 10, 90)]) for t in range(10)], fps=10)
+
+
+@pytest.fixture
+def request_fixture(request):
+    """pytest's own ``request`` fixture under a name that does not shadow the HTTP helper ``request``."""
+    return request
