@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.models import build_model, save_checkpoint
-from tests.hostile.generate import Case, generate
+from tests.hostile.cases import Case
+from tests.hostile.generate import generate
 from tests.hostile.security_kit import TOKEN
 from tests.media import encode_video, face_scene
 from tests.servers import Served, make_settings, serving

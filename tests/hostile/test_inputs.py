@@ -31,7 +31,8 @@ from typing import Any
 
 import pytest
 
-from tests.hostile.generate import FACE_LABELS, KINDS, TIME_REACHED, Case, Expect
+from tests.hostile.cases import FACE_LABELS, TIME_REACHED, Case, Expect
+from tests.hostile.generate import KINDS
 
 SCAN_PEAK_RSS_CAP_MB = 2500
 REFUSE_RSS_RISE_CAP_MB = 100
