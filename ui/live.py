@@ -9,7 +9,9 @@ import contextlib
 import html
 import io
 import json
+import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -118,15 +120,30 @@ def options_summary(
     )
 
 
-_DOWNLOADS = tempfile.TemporaryDirectory(prefix="dff-ui-")  # removed at interpreter exit
+KEEP_DOWNLOADS = 64  # report folders kept for the download buttons; older ones are removed
+_downloads: tempfile.TemporaryDirectory[str] | None = None  # made at the first download, removed at exit
+
+
+def _download_folder(job_id: str) -> Path:
+    """A fresh folder for one job's files; a long-running server keeps only the newest KEEP_DOWNLOADS."""
+    global _downloads
+    if _downloads is None:
+        _downloads = tempfile.TemporaryDirectory(prefix="dff-ui-")
+    root = Path(_downloads.name)
+    folder = root / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    os.utime(folder)  # the newest, also when this job's files are fetched again
+    folders = sorted((f for f in root.iterdir() if f.is_dir()), key=lambda f: f.stat().st_mtime)
+    for old in folders[: max(0, len(folders) - KEEP_DOWNLOADS)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
 
 
 async def download_files(api: HttpApi, session: Session) -> tuple[str | None, str | None]:
     """The report as JSON and CSV files from the HTTP API, for the download buttons."""
     if session.job_id is None:
         return None, None
-    folder = Path(_DOWNLOADS.name) / session.job_id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _download_folder(session.job_id)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(session.name or "report").stem)[:80] or "report"
     report = await api.report(session.job_id)
     json_path = folder / f"{stem}.report.json"
