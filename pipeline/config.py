@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.live_types import LiveOptions
 from pipeline.types import ModelInfo, SampleMode, SamplingPolicy, Strategy
 
 
@@ -81,6 +82,17 @@ class Settings:
     upload_grace_s: float = 30.0
     allowed_hosts: str = ""  # Host names served besides loopback and the bound address; "*" = any
     store_busy_timeout_s: float = 10.0  # how long a write waits for a locked database before failing
+    # live sources (pipeline/live_types.LiveOptions has the rules; each DFF_LIVE_* sets one of its fields)
+    live_rate_hz: float = 2.0
+    live_queue_frames: int = 2
+    live_open_timeout_s: float = 10.0
+    live_read_timeout_s: float = 10.0
+    live_reconnects: int = 5
+    live_backoff_s: float = 0.5
+    live_backoff_max_s: float = 8.0
+    live_window_s: float = 30.0
+    live_gone_s: float = 10.0
+    max_live_jobs: int = 2  # live sessions at once (each holds a decode thread and a share of the model)
 
     def __post_init__(self) -> None:
         checks = [
@@ -119,9 +131,14 @@ class Settings:
             (self.upload_grace_s >= 0, f"upload_grace_s must be >= 0, got {self.upload_grace_s}"),
             (self.store_busy_timeout_s >= 0, f"store_busy_timeout_s must be >= 0, got {self.store_busy_timeout_s}"),
         ]
+        checks.append((self.max_live_jobs >= 0, f"max_live_jobs must be >= 0, got {self.max_live_jobs}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        try:
+            self.live_options()
+        except ValueError as err:
+            raise ConfigError(f"live settings: {err}") from None
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -137,6 +154,21 @@ class Settings:
         if model.calibrated_threshold is not None:
             return model.calibrated_threshold, "model card"
         return DEFAULT_THRESHOLD, "default"
+
+    def live_options(self, rate_hz: float | None = None) -> LiveOptions:
+        """The live-source options these settings give (``rate_hz`` overrides ``live_rate_hz``)."""
+        return LiveOptions(
+            rate_hz=self.live_rate_hz if rate_hz is None else rate_hz,
+            queue_frames=self.live_queue_frames,
+            open_timeout_s=self.live_open_timeout_s,
+            read_timeout_s=self.live_read_timeout_s,
+            reconnects=self.live_reconnects,
+            backoff_s=self.live_backoff_s,
+            backoff_max_s=self.live_backoff_max_s,
+            window_s=self.live_window_s,
+            gone_s=self.live_gone_s,
+            max_pixels=self.max_image_pixels,
+        )
 
     @property
     def policy(self) -> SamplingPolicy:

@@ -6,7 +6,10 @@
     │   ├── EmptyMedia                        zero bytes                      code "empty_file"
     │   ├── UnsupportedMedia                  not media / no video stream     code "unsupported_media"
     │   ├── MediaTooLarge                     pixel, duration or size cap     code "too_large"
-    │   └── DecodeError                       broke mid-stream                code "decode_error"
+    │   ├── DecodeError                       broke mid-stream                code "decode_error"
+    │   └── UnsupportedSource                 a live URL we will not open     code "unsupported_source"
+    ├── SourceError(ConnectionError)          a live source cannot be read    code "source_unavailable"
+    │   └── SourceTimeout(TimeoutError)       connected, then nothing came    code "source_timeout"
     ├── ModelError(RuntimeError)              the model is the problem
     │   ├── NoModel(LookupError)              no checkpoint found             code "no_model"
     │   └── CheckpointError(ValueError)       unreadable / unsafe / wrong shape  code "bad_checkpoint"
@@ -53,6 +56,24 @@ class DecodeError(MediaError):
         super().__init__(message)
         self.frames_decoded = frames_decoded
         self.last_time_s = last_time_s
+
+
+class UnsupportedSource(MediaError):
+    """A live URL whose scheme is not allowed (``file:``, ``concat:``, ...) or that is malformed."""
+
+    code = "unsupported_source"
+
+
+class SourceError(DffError, ConnectionError):
+    """A live source could not be opened, or broke and did not come back within its reconnect limit."""
+
+    code = "source_unavailable"
+
+
+class SourceTimeout(SourceError, TimeoutError):
+    """A live source sent nothing (no packet) within its open or read timeout."""
+
+    code = "source_timeout"
 
 
 class ModelError(DffError, RuntimeError):

@@ -12,6 +12,8 @@ from enum import Enum
 
 import numpy as np
 
+from pipeline.session_types import LiveSession
+
 
 class Label(str, Enum):
     REAL = "real"
@@ -104,6 +106,7 @@ class Frame:
     index: int
     time_s: float
     image: np.ndarray  # H×W×3 uint8 RGB, rotation applied
+    captured_s: float | None = None  # live sources: wall time (unix s) the frame was decoded or received
 
     def __post_init__(self) -> None:
         img = self.image
@@ -388,6 +391,7 @@ class Report:
     version: str
     incomplete: str | None = None
     threshold_source: str = "default"  # where ``threshold`` came from: see AnalysisStart
+    session: LiveSession | None = None  # a live session's times and counters (then ``frames`` is empty)
 
     def __post_init__(self) -> None:
         if self.score is None and self.label not in (Label.NO_FACE, Label.INCONCLUSIVE):
