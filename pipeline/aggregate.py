@@ -190,8 +190,13 @@ def video_score(
     :func:`confident_score`. ``per_person``: see :func:`per_person_score`; ``tracks`` must come from
     :func:`build_tracks` with the same ``threshold``.
     """
+    return faces_score([f.fake_prob for row in frames for f in row.faces], tracks, strategy, threshold)
+
+
+def faces_score(probs: Sequence[float], tracks: Sequence[Track], strategy: Strategy, threshold: float) -> float | None:
+    """:func:`video_score` from every scored face's P(fake) (any order) and the tracks: what a live
+    session, which keeps no frame rows, scores itself with."""
     _check_threshold(threshold)
-    probs = [f.fake_prob for row in frames for f in row.faces]
     if not probs:
         return None
     if strategy is Strategy.MEAN:

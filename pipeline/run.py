@@ -1,13 +1,18 @@
-"""``analyze()``: the one place the stages are wired together.
+"""``analyze()`` (a file) and ``watch()`` (a live source): the one place the stages are wired together.
 
 Source ─frames─▶ Frame ─chunk+detect─▶ FaceBox* ─crop─▶ CroppedFrame ─batch+classify+CAM─▶ ScoredFrame
        ─track─▶ FrameVerdict (yielded at once) ─ ... at end ─▶ aggregate.build_report ─▶ Report (yielded last)
+
+LiveInput ─events─▶ Frame (newest first) ─detect─▶ FaceBox* ─crop─▶ classify+CAM ─LivePeople─▶ LiveUpdate
+       (one frame at a time: no batching across frames, each verdict as soon as its frame is scored)
+       ─ ... source ends / stops / fails ─▶ LivePeople.report ─▶ Report with .session (yielded last)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,9 +23,20 @@ from pipeline.batching import prefetch, score_with_fast_start
 from pipeline.config import Settings
 from pipeline.detect import crop_faces
 from pipeline.engine import Engine
-from pipeline.errors import DecodeError
+from pipeline.errors import DecodeError, MediaError, SourceError
 from pipeline.faces import detect_faces, detect_params
+from pipeline.live_people import LivePeople
+from pipeline.live_types import (
+    EndReason,
+    LiveOptions,
+    LiveSession,
+    LiveUpdate,
+    PersonGone,
+    SourceConnected,
+    SourceNotice,
+)
 from pipeline.sources import Source
+from pipeline.sources.base import LiveInput
 from pipeline.track import Tracker
 from pipeline.types import (
     AnalysisStart,
@@ -31,6 +47,7 @@ from pipeline.types import (
     FrameRow,
     FrameVerdict,
     Report,
+    ScoredFrame,
     StageTimings,
     Strategy,
 )
@@ -162,3 +179,93 @@ def analyze(
         version=__version__,
         incomplete=clock.stop_reason,
     )
+
+
+LiveEvent = AnalysisStart | LiveUpdate | SourceNotice | PersonGone | Report
+LAG_SAMPLES = 4096  # the session's lag percentiles are over its last this many frames (bounded memory)
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def watch(
+    source: LiveInput,
+    engine: Engine,
+    settings: Settings,
+    options: LiveOptions,
+    *,
+    strategy: Strategy | None = None,
+    threshold: float | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> Iterator[LiveEvent]:
+    """A live session: ``AnalysisStart`` once the source connects, then per analysed frame a ``LiveUpdate``
+    (its verdict, lag and every person now), the source's notices (reconnects) and ``PersonGone`` as they
+    happen, and the session's ``Report`` last (``Report.session``; ``frames`` empty: stream the updates'
+    rows where they should be kept).
+
+    One frame at a time, newest first (the source drops what this cannot keep up with). Ends when the
+    source ends: cleanly (``ENDED``), after ``source.close()`` with ``stopping()`` True (``STOPPED``), or
+    when it fails mid-session (``FAILED``, the reason in ``session.end_message``: the report keeps what was
+    analysed). A source that fails before it ever connects raises (SourceError, SourceTimeout, ...).
+    """
+    events = source.events()
+    first = next(events, None)
+    if first is None:
+        raise SourceError(f"{source.name}: the source ended before it sent anything")
+    if not isinstance(first, SourceConnected):
+        raise TypeError(f"a live source must connect before its first frame, got {type(first).__name__}")
+    strategy = strategy or settings.strategy
+    threshold, threshold_source = settings.operating_threshold(engine.info, threshold)
+    start = AnalysisStart(
+        first.info, None, source.policy, engine.info, threshold, threshold_source, settings.inconclusive_band
+    )
+    started_s, started = time.time(), time.perf_counter()
+    yield start
+    yield first
+    people = LivePeople(threshold, settings.inconclusive_band, settings.min_faces, options)
+    params = detect_params(first.info, settings)
+    profile = engine.info.profile
+    clock = _Clock()
+    lags: deque[float] = deque(maxlen=LAG_SAMPLES)
+    analysed = 0
+    end, end_message = EndReason.ENDED, None
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = next(events, None)
+            clock.add("decode", time.perf_counter() - t0)
+            if item is None:
+                break
+            if not isinstance(item, Frame):
+                yield item
+                continue
+            t0 = time.perf_counter()
+            (boxes,) = engine.detector.detect([item], params.min_face_px, params.max_side_px)
+            crops = crop_faces(item.image, boxes, profile)
+            t1 = time.perf_counter()
+            scores = engine.classifier.score(crops, boxes) if crops else []
+            clock.add("detect", t1 - t0)
+            clock.add("classify", time.perf_counter() - t1)
+            verdict, gone = people.assign(ScoredFrame(item.index, item.time_s, tuple(scores)))
+            captured_s = item.captured_s if item.captured_s is not None else time.time()
+            lag_s = max(0.0, time.time() - captured_s)
+            lags.append(lag_s)
+            analysed += 1
+            yield LiveUpdate(verdict, captured_s, lag_s, people.now(), source.stats())
+            yield from gone
+    except (SourceError, MediaError) as err:
+        end, end_message = EndReason.FAILED, str(err)
+    if end is EndReason.ENDED and stopping():
+        end = EndReason.STOPPED
+    session = LiveSession(
+        started_s=started_s,
+        stopped_s=time.time(),
+        end=end,
+        end_message=end_message,
+        stats=source.stats(),
+        frames_analysed=analysed,
+        lag_p50_s=_percentile(lags, 50),
+        lag_p95_s=_percentile(lags, 95),
+    )
+    yield people.report(start, strategy, session, clock.timings(started), __version__)

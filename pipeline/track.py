@@ -104,6 +104,7 @@ class Tracker:
         self.iou_veto_dist = iou_veto_dist
         self.max_gap_frames = max_gap_frames
         self._tracks: list[_TrackState] = []
+        self._next_id = 0  # ids are never reused, also after ``retire``
         self._seq = -1  # ordinal of the current sampled frame
         self._last_index: int | None = None
 
@@ -186,14 +187,25 @@ class Tracker:
         for f in range(len(boxes)):
             t = owner[f]
             if t is None:
-                t = _TrackState(len(self._tracks))
+                t = _TrackState(self._next_id)
+                self._next_id += 1
                 self._tracks.append(t)
             result.append(t)
         return result
 
+    def retire(self, seen_before_s: float) -> list[TrackObservations]:
+        """Remove the tracks last seen before ``seen_before_s`` (stream seconds) and return them, by id: a
+        live session forgets people who left, so memory stays bounded. A retired person who comes back
+        gets a new track."""
+        gone = [t for t in self._tracks if t.times_s and t.times_s[-1] < seen_before_s]
+        if gone:
+            self._tracks = [t for t in self._tracks if not (t.times_s and t.times_s[-1] < seen_before_s)]
+        return [_observations(t) for t in gone]
+
     def tracks(self) -> list[TrackObservations]:
         """Every track so far, by id: a snapshot, safe to keep while tracking goes on."""
-        return [
-            TrackObservations(t.track_id, tuple(t.frame_indices), tuple(t.times_s), tuple(t.fake_probs))
-            for t in self._tracks
-        ]
+        return [_observations(t) for t in self._tracks]
+
+
+def _observations(t: _TrackState) -> TrackObservations:
+    return TrackObservations(t.track_id, tuple(t.frame_indices), tuple(t.times_s), tuple(t.fake_probs))

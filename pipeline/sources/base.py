@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
+from pipeline.live_types import LiveStats, SourceNotice
 from pipeline.types import Frame, MediaInfo, SamplingPolicy
 
 
@@ -43,3 +44,23 @@ class Source(Protocol):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+@runtime_checkable
+class LiveInput(Source, Protocol):
+    """A Source that plays while it is analysed (a URL, pushed frames): see pipeline/live_types.py.
+
+    ``events()`` interleaves the sampled frames (newest first: what analysis cannot keep up with is
+    dropped and counted) with notices; it blocks for the next item, ends at a clean end or after
+    ``close()``, and raises SourceError/SourceTimeout when the source fails. ``ready()`` is True when
+    ``next(events())`` will not block, so one thread can step many live jobs without waiting on any.
+    ``info`` is known from the first ``SourceConnected`` on.
+    """
+
+    name: str
+
+    def events(self) -> Iterator[Frame | SourceNotice]: ...
+
+    def ready(self) -> bool: ...
+
+    def stats(self) -> LiveStats: ...
