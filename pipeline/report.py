@@ -9,6 +9,7 @@ import json
 from enum import Enum
 from typing import Any
 
+from pipeline.session_types import EndReason, LiveSession, LiveStats
 from pipeline.types import (
     FaceRow,
     FrameRow,
@@ -62,7 +63,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "schema": SCHEMA,
         **body,
         "summary": {
-            "n_frames": len(report.frames),
+            # a live report keeps no frame rows (they were streamed): its count is the session's
+            "n_frames": report.session.frames_analysed if report.session is not None else len(report.frames),
             "n_faces": report.n_faces,
             "n_people": len(report.tracks),
             "n_segments": sum(1 for s in report.segments if s.track_id is None),
@@ -146,9 +148,25 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             version=data["version"],
             incomplete=data.get("incomplete"),
             threshold_source=data.get("threshold_source", "settings"),  # older reports: the server's setting
+            session=_session(data.get("session")),
         )
     except (KeyError, TypeError) as err:
         raise ValueError(f"malformed {SCHEMA} report: {err}") from err
+
+
+def _session(data: dict[str, Any] | None) -> LiveSession | None:
+    if data is None:
+        return None
+    return LiveSession(
+        started_s=data["started_s"],
+        stopped_s=data["stopped_s"],
+        end=EndReason(data["end"]),
+        end_message=data["end_message"],
+        stats=LiveStats(**data["stats"]),
+        frames_analysed=data["frames_analysed"],
+        lag_p50_s=data["lag_p50_s"],
+        lag_p95_s=data["lag_p95_s"],
+    )
 
 
 def report_to_csv(report: Report) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from pipeline.live_people import LivePeople
 from pipeline.live_types import EndReason, LiveOptions, LiveSession, LiveStats
+from pipeline.report import report_from_dict, report_to_dict, report_to_json
 from pipeline.types import (
     AnalysisStart,
     FaceBox,
@@ -101,3 +104,15 @@ def test_the_session_score_follows_the_strategy(strategy: Strategy, expected: fl
         people.assign(frame(i, (100.0, 0.1, 0), (400.0, 0.9, 1)))
     report = people.report(start(), strategy, session(10), StageTimings(), "t")
     assert report.score == pytest.approx(expected)
+
+
+def test_a_live_report_round_trips_through_json_with_its_session() -> None:
+    people = LivePeople(0.5, 0.05, 3, OPTIONS)
+    for i in range(6):
+        people.assign(frame(i, (100.0, 0.7, 0)))
+    live = LiveSession(10.0, 20.0, EndReason.FAILED, "gone", LiveStats(9, 8, 2, 6, 1), 6, 0.25, 0.5)
+    report = people.report(start(), Strategy.PER_PERSON, live, StageTimings(), "t")
+    data = report_to_dict(report)
+    assert data["summary"]["n_frames"] == 6 and data["session"]["end"] == "failed"
+    assert report_from_dict(data) == report
+    assert report_from_dict(json.loads(report_to_json(report))) == report
