@@ -1,13 +1,27 @@
 """The wire: every websocket message as a typed frozen record, ``encode``/``decode``, and its JSON Schema.
 
 Every message is one JSON object with ``type`` and ``v`` (the protocol version, ``PROTOCOL_VERSION``).
-The upload itself travels as binary websocket messages after ``start``; nothing else is binary.
+An upload travels as binary websocket messages after ``start``, pushed frames after ``push``; nothing else
+is binary.
 
     client -> server   start (file name, size_bytes, options), then size_bytes of binary messages
                        or attach (job_id): the job's messages so far, then the live ones
+                       or watch (url, options): a live source the server opens (rtsp/http(s)/udp/...)
+                       or push (name, options), then one binary message per frame (PUSH_FRAME below)
+                       stop: ends a live session (watch or push) now; its report follows as done
     server -> client   hello, progress(uploading), progress(queued), accepted, progress(analyzing),
                        frame per sampled frame, done -- or error (code + message) at any point;
                        the server closes the connection after done or error
+                       live sessions also get notice (connected, reconnecting, refused frame) and,
+                       after each frame, live (lag, every person's current verdict, counters)
+
+A pushed frame is one binary message: an 8-byte big-endian IEEE-754 double, the frame's time in seconds of
+the client's stream (non-decreasing), then the picture as JPEG or PNG bytes. Frames are sampled at the
+session's rate by those times; when analysis is behind, the oldest waiting frames are dropped (counted in
+``live.stats.dropped``). A bad frame is refused with a ``notice`` and the session goes on.
+
+Version 2 added watch, push, stop, notice, live, ``Options.rate_hz``, a null ``size_bytes``/``sha256``
+for live media and ``Report.session``; a version-1 client's messages are not accepted (``bad_version``).
 
 Pure: no I/O, no numpy, no torch, no pipeline import (the web client imports only this module).
 The records are the single source of truth: ``decode`` validates against their type hints and field
@@ -27,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from stream.records import ProtocolError, Record, constrained, json_type, record_schema
+from stream.protocol_live import LiveStatus, Notice, NoticeKind, Options, Person, Push, Stop, Watch  # noqa: F401
+from stream.records import MessageRecord, ProtocolError, Record, constrained, json_type, record_schema
 from stream.reports import (  # noqa: F401  (clients import stream.protocol only)
     JOB_ID_PATTERN,
     REPORT_SCHEMA,
@@ -39,6 +54,7 @@ from stream.reports import (  # noqa: F401  (clients import stream.protocol only
     JobModel,
     JobStatus,
     LabelName,
+    LiveCounters,
     Media,
     MediaKindName,
     Policy,
@@ -48,6 +64,7 @@ from stream.reports import (  # noqa: F401  (clients import stream.protocol only
     ReportPage,
     SampleModeName,
     Segment,
+    Session,
     StoredFrames,
     StrategyName,
     Summary,
@@ -57,7 +74,8 @@ from stream.reports import (  # noqa: F401  (clients import stream.protocol only
     decode_report,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+PUSH_HEADER_BYTES = 8  # a pushed frame's time: big-endian float64 seconds, before its JPEG/PNG bytes
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # largest single websocket message the server accepts
 CHUNK_BYTES = 1024 * 1024  # how clients slice an upload into binary messages
 SCHEMA_PATH = Path(__file__).with_name("protocol.schema.json")
@@ -85,6 +103,10 @@ ERROR_CODES: dict[str, str] = {
     "interrupted": "the server stopped before the job finished; frames so far are stored",
     "cancelled": "every client left the job, so it was stopped; frames so far are stored",
     "internal": "a server bug; details are in the server log, never on the wire",
+    # live sources
+    "unsupported_source": "a live URL this server will not open (its scheme is not allowed, or it is malformed)",
+    "source_unavailable": "the live source could not be opened, or broke and did not come back",
+    "source_timeout": "the live source (or the pushing client) sent nothing within the timeout",
     # the server's database (stream/store.py): nothing stored before is lost
     "storage_full": "the server's disk or database is full; the job could not be stored",
     "store_read_only": "the server's database is read-only",
@@ -103,24 +125,10 @@ ERROR_CODES: dict[str, str] = {
 }
 
 
-class _Message(Record):
-    TYPE: ClassVar[str]
+_Message = MessageRecord
 
 
 # ---------------------------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True, slots=True)
-class Options(Record):
-    """Analysis options of a ``start``; ``None`` means the server's default (its Settings)."""
-
-    sample_mode: SampleModeName | None = None
-    every_s: float | None = constrained(None, exclusiveMinimum=0)  # seconds between sampled frames (every_s mode)
-    count: int | None = constrained(None, minimum=1)  # frames spread over the video (count mode)
-    max_frames: int | None = constrained(None, minimum=1)  # cap on sampled frames in every mode
-    strategy: StrategyName | None = None
-    threshold: float | None = constrained(None, exclusiveMinimum=0, exclusiveMaximum=1)  # P(fake) that means fake
-    overlays: bool = False  # send a Grad-CAM overlay JPEG per face in ``frame`` messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,15 +273,32 @@ class Error(_Message):
     job_id: str | None = constrained(None, pattern=JOB_ID_PATTERN)
 
 
-CLIENT_MESSAGES: tuple[type[_Message], ...] = (Start, Attach)
-SERVER_MESSAGES: tuple[type[_Message], ...] = (Hello, Progress, Accepted, FrameResult, Done, Error)
+CLIENT_MESSAGES: tuple[type[_Message], ...] = (Start, Attach, Watch, Push, Stop)
+SERVER_MESSAGES: tuple[type[_Message], ...] = (Hello, Progress, Accepted, FrameResult, Notice, LiveStatus, Done, Error)
 FINAL_MESSAGES: tuple[type[_Message], ...] = (Done, Error)  # a conversation ends with exactly one of these
-Message = Start | Attach | Hello | Progress | Accepted | FrameResult | Done | Error
+Message = (
+    Start
+    | Attach
+    | Watch
+    | Push
+    | Stop
+    | Hello
+    | Progress
+    | Accepted
+    | FrameResult
+    | Notice
+    | LiveStatus
+    | Done
+    | Error
+)
 _BY_TYPE: dict[str, type[_Message]] = {m.TYPE: m for m in CLIENT_MESSAGES + SERVER_MESSAGES}
 _RECORDS: tuple[type[Record], ...] = (
     Options,
     ModelSummary,
     Media,
+    Person,
+    LiveCounters,
+    Session,
     Policy,
     Face,
     Profile,
@@ -349,7 +374,10 @@ def json_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://deepfake-forensics.invalid/protocol/v{PROTOCOL_VERSION}.schema.json",
         "title": f"DeepFake Forensics websocket protocol v{PROTOCOL_VERSION}",
-        "description": "Text messages of ws://HOST:PORT/v1/analyze; the upload travels as binary messages.",
+        "description": (
+            "Text messages of ws://HOST:PORT/v1/analyze; an upload travels as binary messages, and so do pushed "
+            f"frames ({PUSH_HEADER_BYTES}-byte big-endian float64 time in seconds, then JPEG or PNG bytes)."
+        ),
         "oneOf": [{"$ref": f"#/$defs/{cls.__name__}"} for cls in messages],
         "$defs": defs,
         "x-error-codes": ERROR_CODES,

@@ -19,7 +19,7 @@ import re
 import types
 import typing
 from dataclasses import field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 
 class ProtocolError(ValueError):
@@ -262,3 +262,9 @@ def record_schema(cls: type[Record], const: dict[str, Any] | None = None) -> dic
         "required": required,
         "additionalProperties": False,
     }
+
+
+class MessageRecord(Record):
+    """Base of every websocket message record: ``TYPE`` is its ``type`` on the wire."""
+
+    TYPE: ClassVar[str]

@@ -29,11 +29,12 @@ MediaKindName = Literal["file", "live"]  # pipeline.types.MediaKind
 
 @dataclass(frozen=True, slots=True)
 class Media(Record):
-    """Facts about the uploaded file (pipeline's MediaInfo). Width/height after rotation."""
+    """Facts about the input (pipeline's MediaInfo). Width/height after rotation. A ``live`` source has no
+    file: ``size_bytes`` and ``sha256`` are null (a ``file`` always has both)."""
 
     name: str
-    size_bytes: int = constrained(minimum=0)
-    sha256: str = constrained(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int | None = constrained(minimum=0)
+    sha256: str | None = constrained(pattern=r"^[0-9a-f]{64}$")
     container: str
     codec: str
     width: int = constrained(minimum=1)
@@ -158,6 +159,37 @@ class Timings(Record):
     total_s: float = constrained(0.0, minimum=0)
 
 
+EndReasonName = Literal["ended", "stopped", "failed"]  # pipeline.session_types.EndReason
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCounters(Record):
+    """A live source's counters (pipeline's LiveStats): frames decoded, sampled at the rate, dropped
+    unanalysed because analysis was behind (newest first), handed to analysis; reconnect attempts."""
+
+    decoded: int = constrained(minimum=0)
+    sampled: int = constrained(minimum=0)
+    dropped: int = constrained(minimum=0)
+    delivered: int = constrained(minimum=0)
+    reconnects: int = constrained(minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Session(Record):
+    """What a live report adds (pipeline's LiveSession): wall times (unix s), why it stopped, counters,
+    capture-to-verdict lag percentiles (s). A live report's ``frames`` is empty: the frames are stored
+    as they come (``GET /v1/reports/{id}/frames``)."""
+
+    started_s: float
+    stopped_s: float
+    end: EndReasonName
+    end_message: str | None
+    stats: LiveCounters
+    frames_analysed: int = constrained(minimum=0)
+    lag_p50_s: float | None = constrained(minimum=0)
+    lag_p95_s: float | None = constrained(minimum=0)
+
+
 @dataclass(frozen=True, slots=True)
 class Summary(Record):
     """Counts derived from the report, written beside it for readers that want no arithmetic."""
@@ -190,6 +222,7 @@ class Report(Record):
     summary: Summary
     incomplete: str | None = None
     threshold_source: ThresholdSource = "settings"  # reports from before the field used the server's setting
+    session: Session | None = None  # a live session's times and counters; null for a file
 
     def __post_init__(self) -> None:
         Record.__post_init__(self)
@@ -243,14 +276,15 @@ class JobListing(Record):
     status: JobStatus
     created_s: float
     finished_s: float | None
-    name: str
-    size_bytes: int = constrained(minimum=0)
+    name: str  # a live job's: its URL (credentials removed) or the pushing client's name
+    size_bytes: int = constrained(minimum=0)  # 0 for a live job
     media_sha256: str | None
     model: JobModel | None
     label: LabelName | None
     score: float | None = constrained(minimum=0, maximum=1)
     n_frames: int = constrained(minimum=0)
     error: JobError | None
+    kind: MediaKindName = "file"
 
 
 @dataclass(frozen=True, slots=True)

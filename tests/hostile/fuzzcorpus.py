@@ -129,6 +129,11 @@ VALID = [
         ),
     ),
     p.Error(code="busy", message="try later", job_id=JOB),
+    p.Watch(url="rtsp://127.0.0.1:8554/cam", options=p.Options(rate_hz=2.0)),
+    p.Push(name="webcam"),
+    p.Stop(),
+    p.Notice(JOB, "reconnecting", "connection refused", 2, 5, 1.0),
+    p.LiveStatus(JOB, 3, 0.4, (p.Person(0, 0.0, 1.5, 4, 4, 0.2, "real", False),), p.LiveCounters(40, 4, 1, 3, 0)),
 ]
 assert {type(m) for m in VALID} == set(p.CLIENT_MESSAGES + p.SERVER_MESSAGES), "a message type is not fuzzed"
 

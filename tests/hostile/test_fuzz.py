@@ -85,9 +85,9 @@ def test_every_field_of_every_type_takes_every_raw_literal(message, literal):
         "[" * 100_000 + "]" * 100_000,
         "[" * 100_000,
         '{"a":' * 100_000 + "1" + "}" * 100_000,
-        '{"type":"start","v":1,"name":"x.mp4","size_bytes":1,"options":' + "[" * 100_000 + "]" * 100_000 + "}",
-        '{"type":"start","v":1,"name":"x.mp4","size_bytes":1,"options":{"x":' + '{"a":' * 100_000 + "}",
-        '{"type":"done","v":1,"job_id":"' + JOB + '","report":{"schema":"dff.report/1","r":' + "[" * 100_000,
+        '{"type":"start","v":2,"name":"x.mp4","size_bytes":1,"options":' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"type":"start","v":2,"name":"x.mp4","size_bytes":1,"options":{"x":' + '{"a":' * 100_000 + "}",
+        '{"type":"done","v":2,"job_id":"' + JOB + '","report":{"schema":"dff.report/1","r":' + "[" * 100_000,
     ],
     ids=["array", "unclosed", "object", "in-start", "in-options", "in-report"],
 )
@@ -107,7 +107,7 @@ def test_deeply_nested_json_is_bad_json(text):
 )
 def test_numbers_beyond_float_range_are_refused_in_float_fields(field, value):
     """A 400-digit integer in a float field is not finite as a float: refused, not an OverflowError."""
-    text = '{"type":"start","v":1,"name":"x.mp4","size_bytes":1,"options":{"' + field + '":' + value + "}}"
+    text = '{"type":"start","v":2,"name":"x.mp4","size_bytes":1,"options":{"' + field + '":' + value + "}}"
     with pytest.raises(p.ProtocolError) as err:
         p.decode(text, p.CLIENT_MESSAGES)
     assert err.value.code in ("bad_message", "bad_json")
@@ -119,7 +119,7 @@ def test_a_decoded_report_can_be_encoded_again(literal):
     make ``encode`` (which writes strict JSON) fail later."""
     report = json.dumps(VALID[8].report.to_json()).replace('"total_s": 0.0', '"total_s": ' + literal)
     assert literal in report
-    text = '{"type":"done","v":1,"job_id":"' + JOB + '","report":' + report + "}"
+    text = '{"type":"done","v":2,"job_id":"' + JOB + '","report":' + report + "}"
     with pytest.raises(p.ProtocolError) as err:
         p.decode(text)
     assert err.value.code in ("bad_json", "bad_message")

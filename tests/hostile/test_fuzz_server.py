@@ -48,7 +48,7 @@ class Case:
 
 
 def _start(size: int | str = 16, name: str = "x.mp4", **options: Any) -> str:
-    body = json.dumps({"type": "start", "v": 1, "name": name, "size_bytes": "SIZE", "options": options})
+    body = json.dumps({"type": "start", "v": 2, "name": name, "size_bytes": "SIZE", "options": options})
     return body.replace('"SIZE"', str(size))
 
 
@@ -79,7 +79,7 @@ def hostile_cases(seed: int = 9) -> list[Case]:
     cases += [
         Case("oversized-text", ("x" * big,), frozenset(), closes=True),
         Case(
-            "oversized-json", ('{"type":"start","v":1,"name":"' + "a" * big + '","size_bytes":1}',), frozenset(), True
+            "oversized-json", ('{"type":"start","v":2,"name":"' + "a" * big + '","size_bytes":1}',), frozenset(), True
         ),
         Case("oversized-binary", (b"\0" * big,), frozenset({"unexpected_binary"}), closes=True),
         Case("oversized-chunk-in-upload", (_start(big + 10), b"\0" * big), frozenset(), closes=True),
@@ -88,9 +88,9 @@ def hostile_cases(seed: int = 9) -> list[Case]:
         Case("empty-text", ("",), frozenset({"bad_json"})),
         Case("json-array", ("[]",), frozenset({"bad_message"})),
         Case("json-null", ("null",), frozenset({"bad_message"})),
-        Case("version-2", ('{"type":"start","v":2}',), frozenset({"bad_version"})),
+        Case("version-3", ('{"type":"start","v":3}',), frozenset({"bad_version"})),
         Case("version-true", ('{"type":"attach","v":true,"job_id":"abcdefgh"}',), frozenset({"bad_version"})),
-        Case("server-type", ('{"type":"hello","v":1}',), frozenset({"unknown_type"})),
+        Case("server-type", ('{"type":"hello","v":2}',), frozenset({"unknown_type"})),
         Case("done-from-client", (p.encode(VALID[8]),), frozenset({"unknown_type"})),
         Case("negative-size", (_start(-1),), frozenset({"bad_message"})),
         Case("fractional-size", (_start("1.5"),), frozenset({"bad_message"})),
@@ -131,7 +131,7 @@ def hostile_cases(seed: int = 9) -> list[Case]:
         job_id = "".join(rnd.choice(string.ascii_letters + string.digits + "_-") for _ in range(rnd.randint(8, 64)))
         cases.append(Case(f"attach-{i}", (p.encode(p.Attach(job_id=job_id)),), frozenset({"unknown_job"})))
     for i, job_id in enumerate(["", "short", "../../etc/passwd", "a" * 65, "abc def gh", "\ud800" * 8, "x" * 10**5]):
-        text = json.dumps({"type": "attach", "v": 1, "job_id": job_id})
+        text = json.dumps({"type": "attach", "v": 2, "job_id": job_id})
         cases.append(Case(f"attach-bad-{i}", (text,), frozenset({"bad_message"})))
     return cases
 

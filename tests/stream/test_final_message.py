@@ -19,7 +19,7 @@ JOB = "AbCdEfGh12345678_-xyzQ"
 
 
 def _start(size_bytes: int, **options) -> str:
-    return json.dumps({"type": "start", "v": 1, "name": "x.mp4", "size_bytes": size_bytes, "options": options})
+    return json.dumps({"type": "start", "v": 2, "name": "x.mp4", "size_bytes": size_bytes, "options": options})
 
 
 async def _converse(url: str, *sends: str | bytes, send_after_first_frame: str | None = None):

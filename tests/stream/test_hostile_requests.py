@@ -49,7 +49,7 @@ def test_long_names_are_analysed_under_a_shortened_name(server, media, name):
 
 
 def test_a_name_with_a_lone_surrogate_is_a_protocol_error(server):
-    text = '{"type":"start","v":1,"name":"\\ud800.mp4","size_bytes":10}'
+    text = '{"type":"start","v":2,"name":"\\ud800.mp4","size_bytes":10}'
 
     async def converse():
         async with connect(server.ws) as ws:
@@ -64,7 +64,7 @@ def test_a_name_with_a_lone_surrogate_is_a_protocol_error(server):
 def test_deeply_nested_json_is_bad_json(server, media, opener, closer):
     depth = 100_000
     nested = opener * depth + "1" + closer * depth
-    text = '{"type":"start","v":1,"name":"x.mp4","size_bytes":1,"options":' + nested + "}"
+    text = '{"type":"start","v":2,"name":"x.mp4","size_bytes":1,"options":' + nested + "}"
     with pytest.raises(p.ProtocolError) as info:
         p.decode(text)
     assert info.value.code == "bad_json"

@@ -118,7 +118,7 @@ def test_a_request_cannot_lift_the_frame_cap(server, options, words):
 
 
 def test_a_float_where_an_integer_is_expected_is_a_protocol_error(server):
-    text = json.dumps({"type": "start", "v": 1, "name": "x.mp4", "size_bytes": 10, "options": {"max_frames": 1e9}})
+    text = json.dumps({"type": "start", "v": 2, "name": "x.mp4", "size_bytes": 10, "options": {"max_frames": 1e9}})
     error = asyncio.run(_answer(server.ws, text))[-1]
     assert error.code == "bad_message" and "max_frames" in error.message and "integer" in error.message
 

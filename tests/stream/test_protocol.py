@@ -70,6 +70,28 @@ MESSAGES = [
     p.Done(JOB, REPORT),
     p.Done(JOB, dataclasses.replace(REPORT, score=None, label="no_face", frames=(), tracks=(), segments=())),
     p.Error(code="busy", message="try later"),
+    p.Watch(url="rtsp://127.0.0.1:8554/cam", options=p.Options(rate_hz=2.0, overlays=True)),
+    p.Watch(url="http://127.0.0.1/live/index.m3u8"),
+    p.Push(name="webcam", options=p.Options(rate_hz=4.0)),
+    p.Stop(),
+    p.Notice(JOB, "connected", "rtsp://127.0.0.1:8554/cam: h264 1280×720"),
+    p.Notice(JOB, "reconnecting", "connection refused", 2, 5, 1.0),
+    p.LiveStatus(
+        JOB,
+        3,
+        0.4,
+        (p.Person(0, 0.0, 1.5, 4, 4, 0.2, "real", False), p.Person(2, 1.0, 1.5, 2, 2, None, "no_face", False)),
+        p.LiveCounters(40, 4, 1, 3, 0),
+    ),
+    p.Done(
+        JOB,
+        dataclasses.replace(
+            REPORT,
+            media=dataclasses.replace(MEDIA, size_bytes=None, sha256=None, kind="live"),
+            frames=(),
+            session=p.Session(1.7e9, 1.7e9 + 60, "stopped", None, p.LiveCounters(1500, 120, 3, 117, 1), 117, 0.3, 0.6),
+        ),
+    ),
     p.Error(code="unsupported_media", message="not a video", job_id=JOB),
 ]
 
@@ -89,37 +111,37 @@ def test_lists_become_tuples_and_ints_floats():
 
 
 def test_omitted_optional_fields_take_defaults():
-    start = p.decode('{"type":"start","v":1,"name":"x.mp4","size_bytes":5}')
+    start = p.decode('{"type":"start","v":2,"name":"x.mp4","size_bytes":5}')
     assert start == p.Start(name="x.mp4", size_bytes=5, options=p.Options())
-    assert p.decode('{"type":"error","v":1,"code":"busy","message":"m"}').job_id is None
+    assert p.decode('{"type":"error","v":2,"code":"busy","message":"m"}').job_id is None
 
 
 def _start(**options) -> str:
-    return json.dumps({"type": "start", "v": 1, "name": "x.mp4", "size_bytes": 5, "options": options})
+    return json.dumps({"type": "start", "v": 2, "name": "x.mp4", "size_bytes": 5, "options": options})
 
 
 REJECTED = [
     ("{", "bad_json"),
     ("", "bad_json"),
     (b"\xff\xfe", "bad_json"),
-    ('{"type":"start","v":1,"name":"x","size_bytes":NaN}', "bad_json"),
+    ('{"type":"start","v":2,"name":"x","size_bytes":NaN}', "bad_json"),
     ("[1, 2]", "bad_message"),
     ('"start"', "bad_message"),
     ('{"type":"start","name":"x.mp4","size_bytes":5}', "bad_version"),
-    ('{"type":"start","v":2,"name":"x.mp4","size_bytes":5}', "bad_version"),
+    ('{"type":"start","v":1,"name":"x.mp4","size_bytes":5}', "bad_version"),  # v1: before live sessions
     ('{"type":"start","v":"1","name":"x.mp4","size_bytes":5}', "bad_version"),
     ('{"type":"start","v":true,"name":"x.mp4","size_bytes":5}', "bad_version"),
-    ('{"v":1,"name":"x.mp4"}', "unknown_type"),
-    ('{"type":"stop","v":1}', "unknown_type"),
-    ('{"type":7,"v":1}', "unknown_type"),
-    ('{"type":"start","v":1,"size_bytes":5}', "bad_message"),  # missing name
-    ('{"type":"start","v":1,"name":"x","size_bytes":5,"extra":1}', "bad_message"),
-    ('{"type":"start","v":1,"name":"","size_bytes":5}', "bad_message"),
-    ('{"type":"start","v":1,"name":"x","size_bytes":-1}', "bad_message"),
-    ('{"type":"start","v":1,"name":"x","size_bytes":1.5}', "bad_message"),
-    ('{"type":"start","v":1,"name":"x","size_bytes":true}', "bad_message"),
-    ('{"type":"start","v":1,"name":"x","size_bytes":"5"}', "bad_message"),
-    ('{"type":"start","v":1,"name":"x","size_bytes":5,"options":[]}', "bad_message"),
+    ('{"v":2,"name":"x.mp4"}', "unknown_type"),
+    ('{"type":"pause","v":2}', "unknown_type"),
+    ('{"type":7,"v":2}', "unknown_type"),
+    ('{"type":"start","v":2,"size_bytes":5}', "bad_message"),  # missing name
+    ('{"type":"start","v":2,"name":"x","size_bytes":5,"extra":1}', "bad_message"),
+    ('{"type":"start","v":2,"name":"","size_bytes":5}', "bad_message"),
+    ('{"type":"start","v":2,"name":"x","size_bytes":-1}', "bad_message"),
+    ('{"type":"start","v":2,"name":"x","size_bytes":1.5}', "bad_message"),
+    ('{"type":"start","v":2,"name":"x","size_bytes":true}', "bad_message"),
+    ('{"type":"start","v":2,"name":"x","size_bytes":"5"}', "bad_message"),
+    ('{"type":"start","v":2,"name":"x","size_bytes":5,"options":[]}', "bad_message"),
     (_start(every_sec=1), "bad_message"),  # a typo is an error, not a silently ignored option
     (_start(every_s=0), "bad_message"),
     (_start(every_s=-1), "bad_message"),
@@ -130,9 +152,9 @@ REJECTED = [
     (_start(sample_mode="sometimes"), "bad_message"),
     (_start(strategy="vote"), "bad_message"),
     (_start(overlays="yes"), "bad_message"),
-    ('{"type":"attach","v":1,"job_id":"../../etc"}', "bad_message"),
-    ('{"type":"attach","v":1,"job_id":"short"}', "bad_message"),
-    ('{"type":"attach","v":1}', "bad_message"),
+    ('{"type":"attach","v":2,"job_id":"../../etc"}', "bad_message"),
+    ('{"type":"attach","v":2,"job_id":"short"}', "bad_message"),
+    ('{"type":"attach","v":2}', "bad_message"),
 ]
 
 
@@ -152,7 +174,7 @@ def test_allowed_restricts_direction():
 
 
 def _server(kind: str, **fields) -> str:
-    return json.dumps({"type": kind, "v": 1, **fields})
+    return json.dumps({"type": kind, "v": 2, **fields})
 
 
 _FRAME = {"job_id": JOB, "seq": 0, "index": 0, "time_s": 0, "score": 0.5, "faces": [FACE.to_json()]}
@@ -218,7 +240,7 @@ def test_a_report_that_cannot_be_sent_is_refused_when_built(report):
 
 def test_a_decoded_report_with_a_lone_surrogate_is_bad_message():
     report = json.dumps(REPORT.to_json())
-    text = '{"type":"done","v":1,"job_id":"' + JOB + '","report":' + report.replace('"0.1.0"', '"\\ud800"') + "}"
+    text = '{"type":"done","v":2,"job_id":"' + JOB + '","report":' + report.replace('"0.1.0"', '"\\ud800"') + "}"
     assert "ud800" in text
     with pytest.raises(p.ProtocolError) as err:
         p.decode(text, p.SERVER_MESSAGES)

@@ -31,10 +31,10 @@ async def _converse(url: str, sends: list[str | bytes]) -> list[p.Message]:
 CASES = [
     ("garbage json", ["{this is not json"], "bad_json"),
     ("binary before start", [b"\x00\x01\x02"], "unexpected_binary"),
-    ("server message from a client", ['{"type":"hello","v":1}'], "unknown_type"),
-    ("unknown type", ['{"type":"upload","v":1}'], "unknown_type"),
+    ("server message from a client", ['{"type":"hello","v":2}'], "unknown_type"),
+    ("unknown type", ['{"type":"upload","v":2}'], "unknown_type"),
     ("other version", ['{"type":"start","v":9,"name":"x","size_bytes":1}'], "bad_version"),
-    ("bad option", ['{"type":"start","v":1,"name":"x","size_bytes":1,"options":{"every_s":-2}}'], "bad_message"),
+    ("bad option", ['{"type":"start","v":2,"name":"x","size_bytes":1,"options":{"every_s":-2}}'], "bad_message"),
     ("declared size over the cap", [_start(10**15)], "too_large"),
     ("attach to an unknown job", [p.encode(p.Attach(job_id=JUNK_ID))], "unknown_job"),
     ("text during the upload", [_start(10), b"12345", "more?"], "unexpected_message"),
