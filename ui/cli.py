@@ -14,7 +14,7 @@ from typing import TextIO
 from pipeline.config import PRECISIONS, Settings
 from pipeline.threads import apply_entry_thread_environment
 from pipeline.types import SampleMode
-from ui import cmd_analyze, cmd_models, cmd_serve
+from ui import cmd_analyze, cmd_models, cmd_serve, cmd_watch
 from ui.cmd_flags import add_sampling_flags, add_strategy_flag
 
 
@@ -167,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_strategy_flag(cs, default="default: the server's")
     cs.add_argument("--threshold", type=float, help="P(fake) at or above which a score means FAKE")
     client.set_defaults(func=cmd_analyze.client)
+
+    watch = sub.add_parser(
+        "watch",
+        help="analyse a live stream (RTSP, HLS, HTTP, UDP) while it plays; a session report at the end",
+        description=cmd_watch.DESCRIPTION,
+        epilog=cmd_watch.EXIT_CODES,
+    )
+    cmd_watch.add_arguments(watch)
+    watch.set_defaults(func=cmd_watch.watch)
+
     train = sub.add_parser(
         "train",
         help="train a checkpoint from folders of real (and fake) faces; --self-blend needs no fakes",
