@@ -82,12 +82,14 @@ class Depth:
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """What a backend needs to run a job: its id, the uploaded file and the resolved request."""
+    """What a backend needs to run a job: its id, the uploaded file (None for a live job) and the resolved
+    request (``request.live`` says whether it is live and from where)."""
 
     job_id: str
-    path: Path
+    path: Path | None
     request: Any  # stream.service.JobRequest (frozen, picklable)
     client: str | None = None  # the uploader's IP address (per-client cap)
+    feed: Any = None  # a push job's PushSource, fed by the connection (in-process backends only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,7 @@ class Stopped:
     reason: str
 
 
-BackendEvent = p.Accepted | p.Progress | p.FrameResult | Finished | Failed | Stopped
+BackendEvent = p.Accepted | p.Progress | p.FrameResult | p.Notice | p.LiveStatus | Finished | Failed | Stopped
 FINAL_EVENTS = (Finished, Failed, Stopped)
 
 
@@ -128,8 +130,9 @@ class AnalysisBackend(Protocol):
     """Runs jobs somewhere and streams their events back. Every method is called on the event loop and
     returns at once (no compute, no waiting on a job); ``drain`` and ``aclose`` are awaited."""
 
-    def reserve(self, job_id: str, client: str | None) -> None:
-        """Hold a slot for a job about to upload. Raises Busy (ClientBusy) or ShuttingDown."""
+    def reserve(self, job_id: str, client: str | None, *, live: bool = False) -> None:
+        """Hold a slot for a job about to upload (or a live job about to start). Raises Busy (ClientBusy;
+        also when ``max_live_jobs`` live jobs hold slots) or ShuttingDown."""
         ...
 
     def release(self, job_id: str) -> None:
@@ -143,6 +146,11 @@ class AnalysisBackend(Protocol):
     def cancel(self, job_id: str, reason: str) -> None:
         """Stop a job soon (within one analysis step); its stream then ends with ``Stopped(reason)``,
         unless it already sent its final event. Idempotent; unknown ids are ignored."""
+        ...
+
+    def finish(self, job_id: str) -> None:
+        """End a live job now (its source is closed): its stream then ends with ``Finished`` and the
+        session's report. Ignored for a file job, an unknown id or a job that already ended."""
         ...
 
     def cancel_all(self, reason: str) -> int:

@@ -55,17 +55,25 @@ class Job:
         *,
         fetch_frames: Callable[[str, int, int], Any],
         on_cancel: Callable[[str, str], None] = lambda job_id, reason: None,
+        on_finish: Callable[[str], None] = lambda job_id: None,
         keep_upload: bool = False,
         client: str | None = None,
         watch_queue_bytes: int = WATCH_QUEUE_BYTES,
+        live: bool = False,
+        feed: Any = None,
     ) -> None:
         """``fetch_frames(job_id, first_seq, limit)``: awaitable stored frames (watchers read back from it);
-        ``on_cancel(job_id, reason)``: stop the job in its backend; ``watch_queue_bytes``: each watcher's budget."""
+        ``on_cancel(job_id, reason)``: stop the job in its backend; ``on_finish(job_id)``: end a live job with
+        its report; ``watch_queue_bytes``: each watcher's budget. A ``live`` job has no upload (``path``
+        None); ``feed`` is a push job's PushSource, which its connection feeds."""
         self.id = job_id
         self.client = client  # the uploader's IP address: the key of the per-client cap
         self.name = name
         self.upload_dir = upload_dir
-        self.path = upload_dir / name
+        self.live = live
+        self.feed = feed
+        self._on_finish = on_finish
+        self.path: Path | None = None if live else upload_dir / name
         self.request = request
         self.keep_upload = keep_upload
         self.created_s = time.time()
@@ -97,16 +105,22 @@ class Job:
         item = Item.of(message)
         if isinstance(message, p.FrameResult):
             self.frames_published = message.seq + 1
-        elif isinstance(message, p.Progress) and (same := self._progress_at(message.stage)) is not None:
-            self._head[same] = item  # coalesced: the newest progress of a stage is the one that counts
+        elif isinstance(message, p.Notice):
+            pass  # a late attacher gets the newest ``live``, not every reconnect of a session hours long
+        elif (same := self._same_kind(message)) is not None:
+            self._head[same] = item  # coalesced: the newest progress of a stage (or live status) counts
         else:
             self._head.append(item)
         for watcher in self._watchers:
             watcher.push(item)
 
-    def _progress_at(self, stage: str) -> int | None:
+    def _same_kind(self, message: p.Message) -> int | None:
+        """Where the head holds the message ``message`` replaces: a progress of its stage, a live status."""
         for i, item in enumerate(self._head):
-            if isinstance(item.message, p.Progress) and item.message.stage == stage:
+            old = item.message
+            if isinstance(message, p.Progress) and isinstance(old, p.Progress) and old.stage == message.stage:
+                return i
+            if isinstance(message, p.LiveStatus) and isinstance(old, p.LiveStatus):
                 return i
         return None
 
@@ -138,11 +152,20 @@ class Job:
         self._watchers.add(watcher)
         return watcher
 
+    def finish(self) -> None:
+        """End a live job now; its report comes back as the backend's ``Finished``."""
+        if not self._state.final and self.live:
+            self._on_finish(self.id)
+
     def detach(self, watcher: Watcher) -> None:
-        """Stop feeding ``watcher``; when nobody is left watching an unfinished job, cancel it."""
+        """Stop feeding ``watcher``; when nobody is left watching an unfinished job, cancel it (a live job
+        is finished instead: what it analysed is a session worth its report)."""
         self._watchers.discard(watcher)
         if not self._watchers:
-            self.cancel("disconnected")
+            if self.live:
+                self.finish()
+            else:
+                self.cancel("disconnected")
 
     def cleanup(self) -> None:
         """Delete the uploaded file (unless kept). Safe to call twice."""
@@ -187,9 +210,17 @@ class JobTable:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def new(
-        self, job_id: str, name: str, upload_dir: Path, request: Any, *, keep_upload: bool, client: str | None
+        self,
+        job_id: str,
+        name: str,
+        upload_dir: Path,
+        request: Any,
+        *,
+        keep_upload: bool,
+        client: str | None,
+        feed: Any = None,
     ) -> Job:
-        """A job about to upload (not in the table until ``start``)."""
+        """A job about to upload or start (not in the table until ``start``); live when ``request.live``."""
         return Job(
             job_id,
             name,
@@ -197,14 +228,17 @@ class JobTable:
             request,
             fetch_frames=self._fetch_frames,
             on_cancel=self._backend.cancel,
+            on_finish=self._backend.finish,
             keep_upload=keep_upload,
             client=client,
             watch_queue_bytes=self._watch_queue_bytes,
+            live=getattr(request, "live", None) is not None,
+            feed=feed,
         )
 
     def start(self, job: Job) -> None:
         """Submit an uploaded (and stored) job and follow its events. Raises ShuttingDown."""
-        events = self._backend.submit(JobSpec(job.id, job.path, job.request, job.client))
+        events = self._backend.submit(JobSpec(job.id, job.path, job.request, job.client, job.feed))
         job.advance(JobState.QUEUED)
         self._jobs[job.id] = job
         task = asyncio.create_task(self._run(job, events), name=f"job-{job.id}")
@@ -268,7 +302,7 @@ class JobTable:
             elif isinstance(event, p.FrameResult):
                 await asyncio.to_thread(store.add_frame, job.id, frame_row(event))
                 job.publish(event)
-            elif isinstance(event, p.Progress):
+            elif isinstance(event, (p.Progress, p.Notice, p.LiveStatus)):
                 job.publish(event)
             elif isinstance(event, Finished):
                 body = await asyncio.to_thread(store.finish_job, job.id, event.report)  # committed before `done`

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import re
@@ -158,7 +159,11 @@ async def get_report_csv(request: Request) -> Response:
     report = await _report_or_error(request)
     if isinstance(report, JSONResponse):
         return report
-    text = report_to_csv(report_from_dict(report))
+    parsed = report_from_dict(report)
+    if parsed.session is not None:  # a live report keeps no frame rows: they are in the store, as they came
+        rows = await asyncio.to_thread(_service(request).store.frame_page, request.path_params["job_id"], 0, 1 << 62)
+        parsed = dataclasses.replace(parsed, frames=tuple(rows))
+    text = report_to_csv(parsed)
     disposition = f'attachment; filename="{request.path_params["job_id"]}.csv"'
     return Response(text, media_type="text/csv", headers={"Content-Disposition": disposition})
 

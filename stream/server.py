@@ -2,7 +2,7 @@
 mounted by the CLI, the web UI. Served by uvicorn with its websocket transport on the ``websockets``
 package's Sans-I/O core (``ws="websockets-sansio"``; uvicorn deprecated the legacy ``ws="websockets"``).
 
-One websocket connection carries one job:
+One websocket connection carries one job (a live session's conversation: stream/live_server.py):
 
     server: hello
     client: start {name, size_bytes, options}       or   attach {job_id}
@@ -29,8 +29,9 @@ import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from http import HTTPStatus
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -49,6 +50,7 @@ from stream.auth import WS_SUBPROTOCOL, offered_subprotocols, origin_ok, ws_toke
 from stream.backend import Busy, ShuttingDown
 from stream.guard import RequestGuard
 from stream.jobs import Job
+from stream.live_server import LiveConversation
 from stream.routes import error, http_routes
 from stream.service import NO_MODEL_MESSAGE, Service, resolve_options
 from stream.store import StoreError
@@ -64,7 +66,7 @@ class _Gone(Exception):
     """The client disconnected (or the connection broke)."""
 
 
-class _Connection:
+class _Connection(LiveConversation):
     """One websocket conversation; every send goes through one lock so two tasks never interleave frames,
     and the first final message (``done`` or ``error``) ends it: nothing is sent after it."""
 
@@ -123,6 +125,13 @@ class _Connection:
             message = p.decode(raw, p.CLIENT_MESSAGES)
         except p.ProtocolError as err:
             return await self.fail(err.code, str(err))
+        if isinstance(message, (p.Watch, p.Push)):
+            job = await self.start_live(message)
+            if job is not None:
+                await self.follow(job, self.live_input(job))
+            return
+        if isinstance(message, p.Stop):
+            return await self.fail("unexpected_message", "stop ends a live session; none was started here")
         job = await (self.upload(message) if isinstance(message, p.Start) else self.attach(message))
         if job is not None:
             await self.follow(job)
@@ -231,13 +240,17 @@ class _Connection:
                 return await self.send(p.Done(row.id, report))
         return await self.fail(row.error_code or row.status, row.error_message or row.status, row.id)
 
-    async def follow(self, job: Job) -> None:
-        """Stream the job's messages until its final one, or until this client leaves."""
+    async def follow(self, job: Job, receiver: Coroutine[Any, Any, None] | None = None) -> None:
+        """Stream the job's messages until its final one, or until this client leaves. ``receiver`` reads
+        what the client sends meanwhile (a live session's frames and ``stop``); by default it must send
+        nothing."""
         if job.watchers >= MAX_WATCHERS:
+            if receiver is not None:
+                receiver.close()
             return await self.fail("too_many_watchers", f"{MAX_WATCHERS} clients already follow this job", job.id)
         watcher = job.attach()
         pump = asyncio.create_task(self._pump(watcher))
-        watch = asyncio.create_task(self._watch(job))
+        watch = asyncio.create_task(receiver if receiver is not None else self._watch(job))
         try:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -30,6 +30,7 @@ from pipeline.models import find_checkpoint
 from pipeline.overlay import overlay_jpeg
 from pipeline.run import analyze
 from pipeline.sources import open_media_for
+from pipeline.sources.live_open import check_url
 from pipeline.types import (
     AnalysisStart,
     FaceVerdict,
@@ -43,6 +44,7 @@ from pipeline.types import (
 from stream import protocol as p
 from stream.backend import AnalysisBackend, BackendEvent, Failed, Finished, JobSpec
 from stream.jobs import Job, JobTable
+from stream.live_program import LiveRequest, live_program
 from stream.store import Store
 from stream.worker import LocalBackend
 
@@ -67,6 +69,7 @@ class JobRequest:
     strategy: Strategy
     threshold: float | None  # None = analyze() picks it: Settings, else the model card's, else 0.5
     overlays: bool
+    live: LiveRequest | None = None  # a live job (watch/push): where it reads from
 
 
 def _check_bounds(options: p.Options, settings: Settings) -> None:
@@ -97,6 +100,31 @@ def resolve_options(options: p.Options, settings: Settings) -> JobRequest:
         strategy=Strategy(options.strategy) if options.strategy else settings.strategy,
         threshold=options.threshold,
         overlays=options.overlays,
+    )
+
+
+def resolve_live(options: p.Options, settings: Settings, url: str | None, name: str) -> JobRequest:
+    """A ``watch`` (``url``) or ``push`` (``url`` None) request resolved against the Settings. Raises
+    UnsupportedSource for a URL that will never be opened, ConfigError for invalid options."""
+    if options.sample_mode is not None or options.every_s is not None or options.count is not None:
+        raise ConfigError("a live session samples by rate_hz (frames per second), not by sample_mode/every_s/count")
+    if options.max_frames is not None:
+        raise ConfigError("a live session has no frame cap; send stop (or close the connection) to end it")
+    try:
+        live_options = settings.live_options(options.rate_hz)
+    except ValueError as err:
+        raise ConfigError(f"invalid live options: {err}") from None
+    if url is not None:
+        checked = check_url(url)
+        live = LiveRequest(checked.url, checked.name, live_options)
+    else:
+        live = LiveRequest(None, safe_file_name(name), live_options)
+    return JobRequest(
+        policy=SamplingPolicy(SampleMode.EVERY_S, live_options.every_s, 1, None),
+        strategy=Strategy(options.strategy) if options.strategy else settings.strategy,
+        threshold=options.threshold,
+        overlays=options.overlays,
+        live=live,
     )
 
 
@@ -171,6 +199,23 @@ def accepted_message(job_id: str, start: AnalysisStart, request: JobRequest) -> 
     )
 
 
+def job_program(
+    spec: JobSpec, engine: Engine | None, wake: Callable[[], None], *, settings: Settings
+) -> Iterator[BackendEvent]:
+    """The program of any job: a live session (stream/live_program.py) or a file's analysis."""
+    request: JobRequest = spec.request
+    if request.live is None or engine is None:
+        return analysis_events(spec, engine, settings)
+    return live_program(
+        spec,
+        engine,
+        settings,
+        wake,
+        accepted=partial(accepted_message, spec.job_id, request=request),
+        frame=lambda seq, update: frame_message(spec.job_id, seq, update.verdict, request.overlays),
+    )
+
+
 def analysis_events(spec: JobSpec, engine: Engine | None, settings: Settings) -> Iterator[BackendEvent]:
     """One job on ``engine`` (on the backend's worker): its analysis as wire-ready events, one per step,
     ending with ``Finished`` or ``Failed``. Anything but the error tree propagates (the backend logs it)."""
@@ -180,6 +225,7 @@ def analysis_events(spec: JobSpec, engine: Engine | None, settings: Settings) ->
         yield Failed("no_model", NO_MODEL_MESSAGE)
         return
     try:
+        assert spec.path is not None, "a file job has its upload"
         with open_media_for(spec.path, settings, request.policy) as source:
             events = analyze(source, engine, settings, strategy=request.strategy, threshold=request.threshold)
             with closing(events):
@@ -251,10 +297,11 @@ class Service:
         engine = await asyncio.to_thread(self._open_startup_engine)
         self._local = LocalBackend(
             engine,
-            partial(analysis_events, settings=self.settings),
+            partial(job_program, settings=self.settings),
             max_jobs=self.settings.max_jobs,
             max_queue=self.settings.max_queue,
             max_per_client=self.settings.max_jobs_per_client,
+            max_live=self.settings.max_live_jobs,
         )
         self._jobs = JobTable(self._local, self._store, watch_queue_bytes=self.settings.watch_queue_kib * 1024)
         self._set_model(engine)
@@ -316,16 +363,17 @@ class Service:
 
     # -- jobs ----------------------------------------------------------------------------------------------
 
-    def new_job(self, name: str, request: JobRequest, client: str | None = None) -> Job:
-        """``client``: the uploader's IP address (the per-client cap's key)."""
+    def new_job(self, name: str, request: JobRequest, client: str | None = None, feed: object = None) -> Job:
+        """``client``: the uploader's IP address (the per-client cap's key); ``feed``: a push job's source."""
         job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable, not a path
         return self.jobs.new(
             job_id,
-            safe_file_name(name),
+            name if request.live is not None else safe_file_name(name),
             self.uploads_dir / job_id,
             request,
             keep_upload=self.settings.keep_uploads,
             client=client,
+            feed=feed,
         )
 
     # -- models --------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from stream.state import ENDS_WITHOUT_REPORT, JobState
 log = logging.getLogger("dff.store")
 
 DB_NAME = "dff.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: jobs.kind (file | live); a version-1 database gets the column on open
 Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]  # the stored JobState values
 
 
@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     n_frames      INTEGER NOT NULL DEFAULT 0,
     error_code    TEXT,
     error_message TEXT,
-    report_json   TEXT
+    report_json   TEXT,
+    kind          TEXT NOT NULL DEFAULT 'file'         -- 'file' | 'live' (a live session has no upload)
 );
 CREATE TABLE IF NOT EXISTS frames (
     job_id     TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -116,6 +117,7 @@ class JobRow:
     n_frames: int
     error_code: str | None
     error_message: str | None
+    kind: str = "file"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,12 +133,13 @@ class JobRow:
             "score": self.score,
             "n_frames": self.n_frames,
             "error": None if self.error_code is None else {"code": self.error_code, "message": self.error_message},
+            "kind": self.kind,
         }
 
 
 _ROW_COLUMNS = (
     "id, status, created_s, finished_s, name, size_bytes, media_sha256, model_name, model_sha256, "
-    "label, score, n_frames, error_code, error_message"
+    "label, score, n_frames, error_code, error_message, kind"
 )
 
 
@@ -169,10 +172,12 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             self._db.close()
             raise RuntimeError(f"{self.path} has schema version {version}; this program knows {SCHEMA_VERSION}")
         self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS)
+        if version == 1:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'file'")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
@@ -215,15 +220,17 @@ class Store:
             )
             return cur.rowcount
 
-    def add_job(self, job_id: str, name: str, size_bytes: int, created_s: float | None = None) -> None:
-        """A fully uploaded file waiting for the worker (status ``queued``)."""
+    def add_job(
+        self, job_id: str, name: str, size_bytes: int, created_s: float | None = None, kind: str = "file"
+    ) -> None:
+        """A fully uploaded file (or a live session about to start) waiting for the worker (``queued``)."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs (id, status, created_s, name, size_bytes) VALUES (?, 'queued', ?, ?, ?)",
-                (job_id, time.time() if created_s is None else created_s, name, size_bytes),
+                "INSERT INTO jobs (id, status, created_s, name, size_bytes, kind) VALUES (?, 'queued', ?, ?, ?, ?)",
+                (job_id, time.time() if created_s is None else created_s, name, size_bytes, kind),
             )
 
-    def start_job(self, job_id: str, media_sha256: str, model_name: str, model_sha256: str) -> None:
+    def start_job(self, job_id: str, media_sha256: str | None, model_name: str, model_sha256: str) -> None:
         """The file opened as media and analysis began (status ``running``)."""
         with self._tx() as db:
             db.execute(
@@ -248,7 +255,7 @@ class Store:
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET status='done', finished_s=?, label=?, score=?, n_frames=?, report_json=? WHERE id=?",
-                (time.time(), report.label.value, report.score, len(report.frames), text, job_id),
+                (time.time(), report.label.value, report.score, body["summary"]["n_frames"], text, job_id),
             )
         return body
 

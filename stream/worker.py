@@ -14,6 +14,13 @@ never holds up the other jobs, and nothing piles up. At most ``max_jobs`` run at
 more may wait; beyond that ``reserve`` raises ``Busy`` before any byte is uploaded, as it does when one
 client already has ``max_per_client`` jobs uploading, waiting or running.
 
+A live job's program also has ``ready()`` and ``stop()`` (stream/live_program.py): the worker steps it only
+when ``ready()`` says its next step will not wait on the source (a frame waits, the source ended, or it
+failed), so a stalled stream never holds up the other jobs; the source's reader thread wakes the worker
+(``wake``) when a frame arrives, and while live jobs run the worker also looks every ``LIVE_POLL_S``
+(a pushing client's timeout has nobody to wake it). ``finish`` calls ``stop()``: the session ends with
+its report. At most ``max_live`` live jobs hold slots at once.
+
 A job binds the engine that is current when it is admitted and finishes on it, even if another engine is
 installed meanwhile (``set_engine``); an engine is closed once it is neither current nor used.
 
@@ -52,7 +59,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("dff.worker")
 
 Program = Iterator[BackendEvent]
-ProgramFactory = Callable[[JobSpec, "Engine | None"], Program]
+ProgramFactory = Callable[[JobSpec, "Engine | None", Callable[[], None]], Program]  # (spec, engine, wake)
+LIVE_POLL_S = 0.25  # how often a worker with live jobs looks at them without being woken
+
+
+def _ready(program: Program | None) -> bool:
+    """Whether one step of ``program`` returns without waiting (a file job's always does)."""
+    ready = getattr(program, "ready", None)
+    return True if ready is None else bool(ready())
+
+
+def _is_live(slot: _Slot) -> bool:
+    return getattr(slot.spec.request, "live", None) is not None
 
 
 class _Channel:
@@ -116,11 +134,13 @@ class LocalBackend:
         max_jobs: int,
         max_queue: int,
         max_per_client: int = 0,
+        max_live: int = 2,
         event_queue_size: int = EVENT_QUEUE_SIZE,
     ) -> None:
-        """``program(spec, engine)`` makes a job's generator (run on the worker thread): it yields events and
-        ends with a final one; if it raises instead, the job ends with ``Failed("internal")`` (logged).
-        ``max_per_client``: jobs one ``spec.client`` may hold at once (0 = no cap)."""
+        """``program(spec, engine, wake)`` makes a job's generator (run on the worker thread): it yields
+        events and ends with a final one; if it raises instead, the job ends with ``Failed("internal")``
+        (logged). ``wake()`` may be called from any thread when a live program may have become ready.
+        ``max_per_client``: jobs one ``spec.client`` may hold at once (0 = no cap); ``max_live``: live jobs."""
         if max_jobs < 1 or max_queue < 0 or max_per_client < 0 or event_queue_size < 1:
             raise ValueError(
                 f"need max_jobs >= 1, max_queue >= 0, max_per_client >= 0, event_queue_size >= 1, got "
@@ -131,6 +151,8 @@ class LocalBackend:
         self.max_jobs = max_jobs
         self.max_queue = max_queue
         self.max_per_client = max_per_client
+        self.max_live = max_live
+        self._live_ids: set[str] = set()  # live jobs holding slots (reserved, waiting or running)
         self._event_queue_size = event_queue_size
         self._cond = threading.Condition()
         self._uploading: dict[str, str | None] = {}  # job id -> client
@@ -144,10 +166,13 @@ class LocalBackend:
 
     # -- the AnalysisBackend protocol (event loop) -------------------------------------------------------------
 
-    def reserve(self, job_id: str, client: str | None) -> None:
+    def reserve(self, job_id: str, client: str | None, *, live: bool = False) -> None:
         with self._cond:
             if not self._accepting:
                 raise ShuttingDown("the server is shutting down")
+            if live and len(self._live_ids) >= self.max_live:
+                n = len(self._live_ids)
+                raise Busy(f"{n} live sessions are running (limit {self.max_live}, DFF_MAX_LIVE_JOBS)")
             held = [*self._uploading.values(), *(s.spec.client for s in (*self._waiting, *self._running))]
             limit = self.max_jobs + self.max_queue
             if len(held) >= limit:
@@ -160,10 +185,13 @@ class LocalBackend:
                         f"(limit {self.max_per_client} per client)"
                     )
             self._uploading[job_id] = client
+            if live:
+                self._live_ids.add(job_id)
 
     def release(self, job_id: str) -> None:
         with self._cond:
             self._uploading.pop(job_id, None)
+            self._live_ids.discard(job_id)
 
     def submit(self, spec: JobSpec) -> _Channel:
         channel = _Channel(asyncio.get_running_loop(), self._event_queue_size, self._notify)
@@ -182,6 +210,17 @@ class LocalBackend:
             for slot in (*self._waiting, *self._running):
                 if slot.spec.job_id == job_id and slot.cancel_reason is None:
                     slot.cancel_reason = reason
+                    self._cond.notify_all()
+
+    def finish(self, job_id: str) -> None:
+        with self._cond:
+            for slot in (*self._waiting, *self._running):
+                stop = getattr(slot.program, "stop", None)
+                if slot.spec.job_id == job_id and slot.cancel_reason is None:
+                    if stop is not None:
+                        stop()
+                    elif _is_live(slot):  # not admitted yet: nothing was analysed, nothing to report
+                        slot.cancel_reason = "stopped"
                     self._cond.notify_all()
 
     def cancel_all(self, reason: str) -> int:
@@ -266,18 +305,24 @@ class LocalBackend:
                 while True:
                     dropped = [s for s in self._waiting if s.cancel_reason is not None]
                     self._waiting = [s for s in self._waiting if s.cancel_reason is None]
+                    for gone in dropped:
+                        self._live_ids.discard(gone.spec.job_id)
                     while self._waiting and len(self._running) < self.max_jobs:
                         self._admit(self._waiting.pop(0))
                     moved = [s for position, s in enumerate(self._waiting) if s.position != position]
                     for position, slot in enumerate(self._waiting):
                         slot.position = position
-                    ready = [s for s in self._running if s.cancel_reason is not None or s.channel.has_room()]
+                    ready = [
+                        s
+                        for s in self._running
+                        if s.cancel_reason is not None or (s.channel.has_room() and _ready(s.program))
+                    ]
                     if ready or dropped or moved:
                         break
                     self._cond.notify_all()  # wakes wait_drained() when nothing waits or runs
                     if self._closing and not self._running:
                         return
-                    self._cond.wait()
+                    self._cond.wait(LIVE_POLL_S if any(_is_live(s) for s in self._running) else None)
                 slot = ready[turn % len(ready)] if ready else None
             for gone in dropped:
                 gone.channel.put(Stopped(gone.cancel_reason or "cancelled"))
@@ -296,7 +341,7 @@ class LocalBackend:
         if engine is not None:
             self._engine_users[id(engine)] = self._engine_users.get(id(engine), 0) + 1
         slot.engine = engine
-        slot.program = self._program(slot.spec, engine)
+        slot.program = self._program(slot.spec, engine, self._notify)
         self._running.append(slot)
 
     def _step(self, slot: _Slot) -> bool:
@@ -334,6 +379,7 @@ class LocalBackend:
     def _finish(self, slot: _Slot) -> None:
         with self._cond:
             self._running.remove(slot)
+            self._live_ids.discard(slot.spec.job_id)
             close_engine = None
             if slot.engine is not None:
                 key = id(slot.engine)

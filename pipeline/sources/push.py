@@ -73,7 +73,15 @@ class PushSource(Source):
     # -- the producer's side ---------------------------------------------------------------------------------
 
     def push_jpeg(self, data: bytes, time_s: float) -> bool:
-        """Decode and push one JPEG/PNG frame; see ``push_image``. Raises what ``decode_pushed`` raises."""
+        """Decode and push one JPEG/PNG frame; see ``push_image``. Raises what ``decode_pushed`` raises.
+        A frame that would not be sampled (too soon after the last sampled one) is counted, not decoded."""
+        with self._lock:
+            between = self._info is not None and self._last_time_s is not None and self._last_time_s <= time_s
+            if between and time_s < self._next_s - 1e-6:
+                self._received += 1
+                self._last_push = time.monotonic()
+                self._last_time_s = time_s
+                return False
         return self.push_image(decode_pushed(data, self.options.max_pixels), time_s)
 
     def push_image(self, image: np.ndarray, time_s: float) -> bool:

@@ -62,7 +62,7 @@ class Recorder:
         self.closed: list[str] = []
         self.lock = threading.Lock()
 
-    def program(self, spec: JobSpec, engine):
+    def program(self, spec: JobSpec, engine, wake=None):
         self.engines[spec.job_id] = engine
         n = 0
         try:
@@ -248,7 +248,7 @@ def test_a_program_that_raises_fails_the_job_for_every_watcher_and_in_the_store(
     """The program raises after two frames: both watchers get ``error(internal)`` (no traceback), the store
     says failed with the two frames, and a late attacher gets the same end."""
 
-    def broken(spec: JobSpec, engine):
+    def broken(spec: JobSpec, engine, wake=None):
         for seq in range(2):
             yield p.FrameResult(spec.job_id, seq, seq * 5, seq / 2, None, ())
         raise RuntimeError("secret detail /srv/private")
@@ -287,7 +287,7 @@ def test_late_attacher_gets_head_stored_frames_then_live_and_the_table_keeps_the
     the store (without overlays), then the live ones; a job nobody watches any more is cancelled."""
     gate = threading.Event()
 
-    def program(spec: JobSpec, engine):
+    def program(spec: JobSpec, engine, wake=None):
         yield p.Progress(spec.job_id, "analyzing", 0, 4)
         for seq in range(4):
             if seq == 2:

@@ -1,0 +1,171 @@
+"""Live sessions over the websocket API: push (client frames) and watch (a URL), stop, refusals, History."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+from websockets.asyncio.client import connect
+
+from stream import protocol as p
+from tests.media import face_scene
+from tests.stream.conftest import get_json, http
+
+pytestmark = pytest.mark.timeout(120)
+FACE = face_scene(320, 240, [(90, 50, 130)])
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def pushed(time_s: float, data: bytes) -> bytes:
+    return struct.pack(">d", time_s) + data
+
+
+def kinds(messages: list[p.Message]) -> list[str]:
+    return [m.TYPE + (f"({m.stage})" if isinstance(m, p.Progress) else "") for m in messages]
+
+
+async def push_session(url: str, frames: list[tuple[float, bytes]], options: p.Options, *, paced: bool):
+    """Push ``frames`` (time_s, picture bytes) — each after the previous one's verdict when ``paced`` — then
+    stop once every frame was analysed or dropped; every message."""
+    messages: list[p.Message] = []
+
+    async def until(done) -> None:
+        while not done():
+            message = p.decode(await asyncio.wait_for(ws.recv(), 60))
+            messages.append(message)
+            assert not isinstance(message, p.FINAL_MESSAGES), message
+
+    def statuses() -> list[p.LiveStatus]:
+        return [m for m in messages if isinstance(m, p.LiveStatus)]
+
+    async with connect(url, max_size=None) as ws:
+        messages.append(p.decode(await ws.recv()))  # hello
+        await ws.send(p.encode(p.Push(name="webcam", options=options)))
+        for n, (time_s, data) in enumerate(frames, 1):
+            await ws.send(pushed(time_s, data))
+            if paced:
+                await until(lambda n=n: len(statuses()) >= n)
+        await until(lambda: bool(statuses()) and sum(_seen(statuses()[-1].stats)) >= len(frames))
+        await ws.send(p.encode(p.Stop()))
+        messages.extend([p.decode(m) async for m in ws])
+    return messages
+
+
+def _seen(stats: p.LiveCounters) -> tuple[int, int]:
+    return stats.delivered, stats.dropped
+
+
+def test_a_pushed_session_streams_frames_and_live_status_then_its_stored_report(server):
+    frames = [(i * 0.5, jpeg(FACE)) for i in range(4)]
+    messages = asyncio.run(push_session(server.ws, frames, p.Options(rate_hz=2.0, overlays=True), paced=True))
+    names = kinds(messages)
+    assert names[:6] == ["hello", "progress(queued)", "accepted", "progress(analyzing)", "notice", "frame"]
+    assert names[-1] == "done" and names.count("frame") == 4 and names.count("live") == 4
+    accepted = messages[2]
+    assert isinstance(accepted, p.Accepted)
+    assert (accepted.media.kind, accepted.media.size_bytes, accepted.media.sha256) == ("live", None, None)
+    assert accepted.planned_frames is None and accepted.policy.every_s == pytest.approx(0.5)
+    frame = next(m for m in messages if isinstance(m, p.FrameResult))
+    assert frame.faces and frame.faces[0].overlay_jpeg() is not None, "overlays were asked for"
+    status = [m for m in messages if isinstance(m, p.LiveStatus)][-1]
+    assert status.seq == 3 and status.people and status.people[0].n_faces == 4 and status.lag_s >= 0
+    done = messages[-1]
+    assert isinstance(done, p.Done)
+    report = done.report
+    assert report.session is not None and report.session.end == "stopped"
+    assert report.session.frames_analysed == 4 and report.frames == () and report.summary.n_frames == 4
+    # stored like any report, listed as live, its frames in the store and the CSV
+    status_code, listing = get_json(f"{server.url}v1/reports?limit=5")
+    assert status_code == 200, listing
+    row = next(r for r in listing["reports"] if r["id"] == done.job_id)
+    assert (row["kind"], row["status"], row["n_frames"], row["size_bytes"]) == ("live", "done", 4, 0)
+    status_code, stored = get_json(f"{server.url}v1/reports/{done.job_id}/frames")
+    assert status_code == 200 and len(stored["frames"]) == 4
+    status_code, _, csv = http("GET", f"{server.url}v1/reports/{done.job_id}.csv")
+    assert status_code == 200 and len(csv.decode().strip().splitlines()) == 1 + 4
+
+
+def test_a_client_that_pushes_faster_than_analysis_gets_the_newest_frames_and_the_drops_counted(server):
+    frames = [(i * 0.5, jpeg(FACE)) for i in range(12)]  # all at once: the server's queue holds 2
+    messages = asyncio.run(push_session(server.ws, frames, p.Options(rate_hz=2.0), paced=False))
+    done = messages[-1]
+    assert isinstance(done, p.Done) and done.report.session is not None
+    stats = done.report.session.stats
+    analysed = [m.index for m in messages if isinstance(m, p.FrameResult)]
+    assert stats.sampled == 12 and stats.dropped > 0 and stats.delivered == len(analysed) == 12 - stats.dropped
+    assert analysed == sorted(analysed) and analysed[-1] == 11, "the newest frame is always analysed"
+
+
+def test_bad_pushed_frames_are_refused_with_a_notice_and_the_session_goes_on(server):
+    frames = [
+        (0.0, jpeg(FACE)),
+        (0.5, b"not a picture at all"),
+        (1.0, jpeg(face_scene(200, 100, [(40, 10, 80)]))),  # another size
+        (1.5, jpeg(FACE)),
+    ]
+
+    async def scenario():
+        messages: list[p.Message] = []
+        async with connect(server.ws, max_size=None) as ws:
+            await ws.recv()
+            await ws.send(p.encode(p.Push(name="cam", options=p.Options(rate_hz=2.0))))
+            for time_s, data in frames:
+                await ws.send(pushed(time_s, data))
+            await ws.send(b"\x00\x01")  # shorter than the time header
+            while len([m for m in messages if isinstance(m, p.FrameResult)]) < 2:
+                messages.append(p.decode(await asyncio.wait_for(ws.recv(), 60)))
+            await ws.send(p.encode(p.Stop()))
+            async for raw in ws:
+                messages.append(p.decode(raw))
+        return messages
+
+    messages = asyncio.run(scenario())
+    refused = [m.message for m in messages if isinstance(m, p.Notice) and m.kind == "refused"]
+    assert len(refused) == 3, refused
+    assert any("JPEG or PNG" in r for r in refused) and any("first frame's size 320×240" in r for r in refused)
+    assert any("8-byte time" in r for r in refused)
+    assert isinstance(messages[-1], p.Done) and messages[-1].report.session.frames_analysed == 2
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (p.Watch(url="file:///etc/passwd"), "unsupported_source"),
+        (p.Watch(url="concat:/etc/passwd|/etc/hosts"), "unsupported_source"),
+        (p.Watch(url="subfile:,start,0,end,0,:/etc/passwd"), "unsupported_source"),
+        (p.Watch(url="rtsp://"), "unsupported_source"),
+        (p.Watch(url="http://127.0.0.1:1/x.ts", options=p.Options(every_s=1.0)), "bad_config"),
+        (p.Watch(url="http://127.0.0.1:1/x.ts", options=p.Options(max_frames=3)), "bad_config"),
+        (p.Stop(), "unexpected_message"),
+    ],
+)
+def test_live_requests_that_cannot_run_are_refused_before_anything_starts(server, message, code):
+    async def scenario():
+        async with connect(server.ws, max_size=None) as ws:
+            await ws.recv()
+            await ws.send(p.encode(message))
+            return [p.decode(m) async for m in ws]
+
+    (reply,) = asyncio.run(scenario())
+    assert isinstance(reply, p.Error) and reply.code == code, reply
+
+
+def test_an_unreachable_url_fails_the_session_with_a_clear_error(server):
+    async def scenario():
+        async with connect(server.ws, max_size=None) as ws:
+            await ws.recv()
+            await ws.send(p.encode(p.Watch(url="http://127.0.0.1:9/stream.ts")))
+            return [p.decode(m) async for m in ws]
+
+    messages = asyncio.run(scenario())
+    assert isinstance(messages[-1], p.Error) and messages[-1].code in ("source_unavailable", "source_timeout")
+    assert "127.0.0.1:9" in messages[-1].message
