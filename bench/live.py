@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -278,37 +277,25 @@ class LiveResult:
     runs: tuple[LiveRun, ...]
 
     def table(self) -> str:
-        head = (
-            f"live: {self.clip} ({self.width}×{self.height}, {self.n_faces} faces) as real-time MPEG-TS over "
-            f"HTTP on 127.0.0.1, {self.device} {self.precision}"
-        )
-        cols = f"{'run':<26} {'rate':>6} {'watched':>8} {'analysed':>8} {'sampled':>7} {'dropped':>9} "
-        cols += f"{'lag p50':>8} {'lag p95':>8} {'lag max':>8} {'bound':>7}"
-        lines = [head, cols]
-        for r in self.runs:
+        def sec(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}s"
 
-            def s(v: float | None) -> str:
-                return "-" if v is None else f"{v:.2f}s"
-
-            lines.append(
-                f"{r.run:<26} {r.rate_hz:>4g}/s {r.watched_s:>7.1f}s {r.frames_analysed:>8} {r.sampled:>7} "
-                f"{r.dropped_pct:>8.1f}% {s(r.lag_p50_s):>8} {s(r.lag_p95_s):>8} {s(r.lag_max_s):>8} "
-                f"{s(r.lag_bound_s):>7}"
-            )
+        lines = [
+            f"live: {self.clip} ({self.width}×{self.height}, {self.n_faces} faces) as real-time MPEG-TS over HTTP "
+            f"on 127.0.0.1, {self.device} {self.precision}",
+            f"{'run':<26} {'rate':>6} {'watched':>8} {'analysed':>8} {'sampled':>7} {'dropped':>9} "
+            f"{'lag p50':>8} {'lag p95':>8} {'lag max':>8} {'bound':>7}",
+        ]
+        lines += [
+            f"{r.run:<26} {r.rate_hz:>4g}/s {r.watched_s:>7.1f}s {r.frames_analysed:>8} {r.sampled:>7} "
+            f"{r.dropped_pct:>8.1f}% {sec(r.lag_p50_s):>8} {sec(r.lag_p95_s):>8} {sec(r.lag_max_s):>8} "
+            f"{sec(r.lag_bound_s):>7}"
+            for r in self.runs
+        ]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self).items() if k != "runs"}, "runs": [r.to_json() for r in self.runs]}
-
-
-@contextmanager
-def _engine(checkpoint: Path) -> Iterator[tuple[Any, Any]]:
-    from pipeline.config import Settings
-    from pipeline.engine import Engine
-
-    settings = dataclasses.replace(Settings.from_env(), checkpoint=checkpoint)
-    with Engine.open(settings) as engine:
-        yield engine, settings
 
 
 def _warm_up(engine: Any, settings: Any, clip: Path) -> None:
@@ -337,7 +324,11 @@ def measure(
     queue_frames: int | None = None,
 ) -> LiveResult:
     """Both runs on a fresh paced stream each (so each starts from the clip's first frame)."""
-    with _engine(checkpoint) as (engine, settings):
+    from pipeline.config import Settings
+    from pipeline.engine import Engine
+
+    settings = dataclasses.replace(Settings.from_env(), checkpoint=checkpoint)
+    with Engine.open(settings) as engine:
         _warm_up(engine, settings, clip)
         runs = []
         for run, rate, slow_s in (
@@ -350,15 +341,8 @@ def measure(
             # the stream outlasts the watch: the session ends by its stop flag, as a user's would
             with PacedStream(clip, seconds + options.open_timeout_s + 30) as served:
                 runs.append(watch_for(served.url, engine, settings, options, seconds=seconds, slow_s=slow_s, run=run))
-        return LiveResult(
-            clip=clip.name,
-            width=spec.width,
-            height=spec.height,
-            n_faces=spec.n_faces,
-            device=engine.info.device,
-            precision=engine.info.precision,
-            runs=tuple(runs),
-        )
+        info = engine.info
+        return LiveResult(clip.name, spec.width, spec.height, spec.n_faces, info.device, info.precision, tuple(runs))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -137,6 +137,7 @@ class Stopper:
         self.reason: str | None = None
         self._timer: threading.Timer | None = None
         self._old_handler: object = None
+        self._installed = False
         # started now, so the signal handler only sets an Event (no thread start inside a handler)
         self._closer = threading.Thread(target=self._close_when_set, args=(close,), name="dff-watch-stop", daemon=True)
         self._closer.start()
@@ -167,12 +168,13 @@ class Stopper:
     def __enter__(self) -> Stopper:
         if threading.current_thread() is threading.main_thread():
             self._old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            self._installed = True
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._old_handler is not None:
+        if self._installed:
             signal.signal(signal.SIGINT, self._old_handler)  # type: ignore[arg-type]
         if self._timer is not None:
             self._timer.cancel()
