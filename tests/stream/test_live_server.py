@@ -12,6 +12,7 @@ from PIL import Image
 from websockets.asyncio.client import connect
 
 from stream import protocol as p
+from tests.livemedia import LiveClip, TsHttpServer
 from tests.media import face_scene
 from tests.stream.conftest import get_json, http
 
@@ -169,3 +170,47 @@ def test_an_unreachable_url_fails_the_session_with_a_clear_error(server):
     messages = asyncio.run(scenario())
     assert isinstance(messages[-1], p.Error) and messages[-1].code in ("source_unavailable", "source_timeout")
     assert "127.0.0.1:9" in messages[-1].message
+
+
+async def watch_session(url: str, stream_url: str, *, stop_after_frames: int | None, token: str | None = None):
+    """Watch ``stream_url`` through the server; send stop after that many frames (None: until it ends)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    messages: list[p.Message] = []
+    async with connect(url, max_size=None, additional_headers=headers) as ws:
+        await ws.recv()
+        await ws.send(p.encode(p.Watch(url=stream_url, options=p.Options(rate_hz=2.0))))
+        async for raw in ws:
+            message = p.decode(raw)
+            messages.append(message)
+            frames = sum(isinstance(m, p.FrameResult) for m in messages)
+            if stop_after_frames is not None and frames == stop_after_frames and isinstance(message, p.LiveStatus):
+                await ws.send(p.encode(p.Stop()))
+    return messages
+
+
+def test_a_watched_stream_that_ends_cleanly_ends_the_session_with_its_report(server):
+    with TsHttpServer(LiveClip(fps=10), seconds=3.0) as stream:
+        messages = asyncio.run(watch_session(server.ws, stream.url(), stop_after_frames=None))
+    done = messages[-1]
+    assert isinstance(done, p.Done), messages[-1]
+    session = done.report.session
+    assert session is not None and session.end == "ended" and 4 <= session.frames_analysed <= 7
+    connected = [m for m in messages if isinstance(m, p.Notice) and m.kind == "connected"]
+    assert len(connected) == 1 and "320×240" in connected[0].message
+    assert done.report.media.kind == "live" and done.report.media.name == stream.url()
+    times = [m.time_s for m in messages if isinstance(m, p.FrameResult)]
+    # sampled at 2/s of stream time (a frame dropped under load leaves a gap of 1 s, never less than 0.5)
+    assert all(b - a > 0.4 for a, b in zip(times, times[1:], strict=False))
+
+
+def test_stop_ends_an_endless_stream_with_its_report_and_a_token_is_needed_like_for_uploads(tmp_path, models_dir):
+    from tests.servers import serving
+    from tests.stream.conftest import make_settings
+
+    with serving(make_settings(tmp_path, models_dir, token="s3cret")) as served, TsHttpServer(LiveClip()) as stream:
+        with pytest.raises(Exception, match="401"):
+            asyncio.run(watch_session(served.ws, stream.url(), stop_after_frames=2))
+        messages = asyncio.run(watch_session(served.ws, stream.url(), stop_after_frames=2, token="s3cret"))
+    done = messages[-1]
+    assert isinstance(done, p.Done) and done.report.session is not None
+    assert done.report.session.end == "stopped" and done.report.session.frames_analysed >= 2
