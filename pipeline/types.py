@@ -401,4 +401,6 @@ class Report:
 
     @property
     def n_faces(self) -> int:
+        if self.session is not None:  # a live report keeps no frame rows: every face is in a person's track
+            return sum(t.n_faces for t in self.tracks)
         return sum(len(f.faces) for f in self.frames)

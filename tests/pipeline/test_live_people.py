@@ -113,6 +113,6 @@ def test_a_live_report_round_trips_through_json_with_its_session() -> None:
     live = LiveSession(10.0, 20.0, EndReason.FAILED, "gone", LiveStats(9, 8, 2, 6, 1), 6, 0.25, 0.5)
     report = people.report(start(), Strategy.PER_PERSON, live, StageTimings(), "t")
     data = report_to_dict(report)
-    assert data["summary"]["n_frames"] == 6 and data["session"]["end"] == "failed"
+    assert data["summary"]["n_frames"] == 6 and data["summary"]["n_faces"] == 6 and data["session"]["end"] == "failed"
     assert report_from_dict(data) == report
     assert report_from_dict(json.loads(report_to_json(report))) == report

@@ -12,7 +12,7 @@ from PIL import Image
 from websockets.asyncio.client import connect
 
 from stream import protocol as p
-from tests.livemedia import LiveClip, TsHttpServer
+from tests.livemedia import LiveClip, SilentServer, TsHttpServer
 from tests.media import face_scene
 from tests.stream.conftest import get_json, http
 
@@ -214,3 +214,34 @@ def test_stop_ends_an_endless_stream_with_its_report_and_a_token_is_needed_like_
     done = messages[-1]
     assert isinstance(done, p.Done) and done.report.session is not None
     assert done.report.session.end == "stopped" and done.report.session.frames_analysed >= 2
+
+
+def test_a_silent_live_source_never_holds_up_a_file_job_and_times_out_clearly(tmp_path, models_dir, media):
+    from tests.servers import serving
+    from tests.stream.conftest import analyze_sync, make_settings
+
+    settings = make_settings(tmp_path, models_dir, live_open_timeout_s=4.0, live_reconnects=0)
+    with serving(settings) as served, SilentServer() as silent:
+
+        async def scenario() -> tuple[list[p.Message], float, list[p.Message], float]:
+            t0 = asyncio.get_running_loop().time()
+            live = asyncio.create_task(_watch_all(served.ws, silent.url()))
+            await asyncio.sleep(0.5)  # the live job holds its slot, its reader blocked in FFmpeg's open
+            upload = await asyncio.to_thread(analyze_sync, served.ws, media["short"])
+            t_file = asyncio.get_running_loop().time() - t0
+            messages = await live
+            return upload, t_file, messages, asyncio.get_running_loop().time() - t0
+
+        upload, t_file, messages, t_live = asyncio.run(scenario())
+    assert isinstance(upload[-1], p.Done), "the file job finished while the live source was silent"
+    assert t_file < t_live, "the file's report came before the live source's timeout"
+    error = messages[-1]
+    assert isinstance(error, p.Error) and error.code == "source_timeout", error
+    assert 3.5 < t_live < 15.0
+
+
+async def _watch_all(url: str, stream_url: str) -> list[p.Message]:
+    async with connect(url, max_size=None) as ws:
+        await ws.recv()
+        await ws.send(p.encode(p.Watch(url=stream_url)))
+        return [p.decode(m) async for m in ws]
