@@ -333,13 +333,16 @@ class Service:
             self.status = "ready" if engine is not None else "no_model"
 
     async def drain(self, grace_s: float, abort: Callable[[], bool] = lambda: False) -> None:
-        """Graceful shutdown: take no new jobs, let running ones finish for up to ``grace_s``, then stop the
-        rest as ``interrupted`` (stored as such, clients told), and let clients receive their last message."""
+        """Graceful shutdown: take no new jobs, end live sessions (each with its report), let running jobs
+        finish for up to ``grace_s``, then stop the rest as ``interrupted`` (stored as such, clients told),
+        and let clients receive their last message."""
         self.status = "shutting_down"
         if self._local is None:
             return
         backend = self.backend
         backend.stop_accepting()
+        for job in self.jobs.all():  # a live session never ends by itself: end it now, with its report
+            job.finish()
         deadline = time.monotonic() + grace_s
         while not await backend.drain(0.2):
             if time.monotonic() >= deadline or abort():

@@ -245,3 +245,38 @@ async def _watch_all(url: str, stream_url: str) -> list[p.Message]:
         await ws.recv()
         await ws.send(p.encode(p.Watch(url=stream_url)))
         return [p.decode(m) async for m in ws]
+
+
+def test_shutdown_ends_a_live_session_with_its_stored_report(tmp_path, models_dir):
+    from tests.servers import start_server
+    from tests.stream.conftest import make_settings
+
+    served = start_server(make_settings(tmp_path, models_dir))
+
+    async def scenario() -> list[p.Message]:
+        messages: list[p.Message] = []
+        async with connect(served.ws, max_size=None) as ws:
+            await ws.recv()
+            await ws.send(p.encode(p.Push(name="cam", options=p.Options(rate_hz=2.0))))
+            await ws.send(pushed(0.0, jpeg(FACE)))
+            while not any(isinstance(m, p.LiveStatus) for m in messages):
+                messages.append(p.decode(await asyncio.wait_for(ws.recv(), 60)))
+            stopper = asyncio.create_task(asyncio.to_thread(served.stop))
+            async for raw in ws:
+                messages.append(p.decode(raw))
+            await stopper
+        return messages
+
+    try:
+        messages = asyncio.run(scenario())
+    finally:
+        if served.thread.is_alive():
+            served.stop()
+    done = messages[-1]
+    assert isinstance(done, p.Done) and done.report.session is not None, messages[-1]
+    assert done.report.session.end == "stopped" and done.report.session.frames_analysed == 1
+    from stream.store import Store
+
+    with Store(served.settings.data_dir) as store:
+        row = store.job(done.job_id)
+    assert row is not None and (row.status, row.kind) == ("done", "live")
