@@ -317,7 +317,7 @@ class LoopbackServer:
         self.port = port
         self.connections = 0
         self._listener: socket.socket | None = None
-        self._conns: set[socket.socket] = set()
+        self._conns: set[socket.socket] = set()  # open connections (for a subclass's curiosity)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = _Threads()
@@ -351,27 +351,24 @@ class LoopbackServer:
         try:
             self.handle(conn, stop)
         except OSError:
-            pass  # the client went away, or stop() reset the connection
+            pass  # the client went away
         finally:
             with self._lock:
                 self._conns.discard(conn)
             with contextlib.suppress(OSError):
+                if stop.is_set():  # stop(): reset, as a crash does (a FIN could pass for a clean end)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.close()
 
     def handle(self, conn: socket.socket, stop: threading.Event) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
+        """Refuse new connections and reset the open ones (each handler sees the flag within a frame)."""
         self._stop.set()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.shutdown(socket.SHUT_RDWR)
         self._threads.join()
 
     def __enter__(self) -> LoopbackServer:
@@ -418,10 +415,10 @@ def _read_request(conn: socket.socket, stop: threading.Event) -> bool:
 class TsHttpServer(LoopbackServer):
     """MPEG-TS over HTTP at real time, a fresh encoder per connection (any path).
 
-    ``seconds``: each connection gets this much and then a clean end (the chunked body's last chunk);
-    None = endless. ``cut_after_s``: instead, the server resets the connection after that long (a crash);
-    ``stall_after_s``: instead, it keeps the connection open and sends nothing more (a stalled source).
-    The stream clock goes on across connections, like a camera's.
+    ``seconds``: each connection gets this much as a body of stated length (Content-Length: a finite
+    stream, whose end is clean); None = endless, chunked. ``cut_after_s``: instead, the server resets the
+    connection after that long (a crash); ``stall_after_s``: instead, it keeps the connection open and
+    sends nothing more (a stalled source). The stream clock goes on across connections, like a camera's.
     """
 
     def __init__(
@@ -443,11 +440,15 @@ class TsHttpServer(LoopbackServer):
     def handle(self, conn: socket.socket, stop: threading.Event) -> None:
         if not _read_request(conn, stop):
             return
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nTransfer-Encoding: chunked\r\n\r\n")
         clip = self.clip
-        enc = TsEncoder(clip, first_pts=round((time.monotonic() - self._t0) * clip.fps))
-        limits = [s for s in (self.cut_after_s, self.stall_after_s, self.seconds) if s is not None]
-        n = round(limits[0] * clip.fps) if limits else None
+        first_pts = round((time.monotonic() - self._t0) * clip.fps)
+        if self.seconds is not None and self.cut_after_s is None and self.stall_after_s is None:
+            self._finite(conn, stop, first_pts)
+            return
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        enc = TsEncoder(clip, first_pts)
+        limit_s = self.cut_after_s if self.cut_after_s is not None else self.stall_after_s
+        n = None if limit_s is None else round(limit_s * clip.fps)  # None: until stop()
         try:
             for i in paced(clip, stop, n):
                 if data := enc.encode(i):
@@ -457,14 +458,21 @@ class TsHttpServer(LoopbackServer):
             if self.cut_after_s is not None:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
                 return
-            if self.stall_after_s is not None:
-                stop.wait()  # silent until the server stops
-                return
-            tail = enc.close()
-            conn.sendall((b"%x\r\n%s\r\n" % (len(tail), tail) if tail else b"") + b"0\r\n\r\n")
+            stop.wait()  # stall: silent until the server stops
         finally:
             with contextlib.suppress(Exception):
                 enc.close()
+
+    def _finite(self, conn: socket.socket, stop: threading.Event, first_pts: int) -> None:
+        enc = TsEncoder(self.clip, first_pts)
+        n = round((self.seconds or 0.0) * self.clip.fps)
+        parts = [enc.encode(i) for i in range(n)]
+        parts[-1] += enc.close()
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: %d\r\n\r\n" % sum(map(len, parts))
+        )
+        for i in paced(self.clip, stop, n):
+            conn.sendall(parts[i])
 
 
 class UdpTsSender:
@@ -514,7 +522,8 @@ import sys
 import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer
+gi.require_version("GstRtsp", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer
 Gst.init(None)
 port, mount, path = sys.argv[1], sys.argv[2], sys.argv[3]
 server = GstRtspServer.RTSPServer()
@@ -523,6 +532,7 @@ server.set_service(port)
 factory = GstRtspServer.RTSPMediaFactory()
 # each client gets its own pipeline, from the clip's start, paced at real time by the RTSP sinks
 factory.set_launch(f"( filesrc location={path} ! matroskademux ! rtph264pay name=pay0 pt=96 config-interval=1 )")
+factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)  # RTSP over TCP only: a client asking for UDP is refused
 server.get_mount_points().add_factory(mount, factory)
 if server.attach(None) == 0:
     sys.exit("cannot listen on port " + port)
@@ -554,7 +564,7 @@ def gst_rtsp_missing() -> str | None:
 
 class RtspServer:
     """GStreamer's RTSP server on 127.0.0.1:``port`` serving ``clip_path`` (H.264 in Matroska, e.g. from
-    :func:`rtsp_clip`) at ``rtsp://127.0.0.1:port/cam``; RTSP over TCP works (``rtsp_transport=tcp``).
+    :func:`rtsp_clip`) at ``rtsp://127.0.0.1:port/cam``, RTSP over TCP only (``rtsp_transport=tcp``).
     Every client plays the clip from its start, paced at real time; at its end the server sends BYE.
     ``stop()`` kills the process (a crash); ``start()`` runs it again on the same port.
     Skips the test when GStreamer is not installed (``.ci/run`` installs it)."""

@@ -117,7 +117,8 @@ class LiveSource(Source):
         self._ended = False  # ... or a clean end
         self._closed = False
         self._info: MediaInfo | None = None
-        self._format_name = ""  # the demuxer of the current connection (reader thread only)
+        self._format_name = ""  # the demuxer of the current connection (reader thread only) ...
+        self._body_bytes = -1  # ... and the length of its HTTP body (-1: not known)
         self._counts = {"decoded": 0, "sampled": 0, "dropped": 0, "delivered": 0, "reconnects": 0}
         self._stop = threading.Event()  # close() asked the reader to stop (also cuts a backoff wait short)
         self._thread = threading.Thread(target=self._run, name=f"live-reader {self.name}", daemon=True)
@@ -276,6 +277,7 @@ class LiveSource(Source):
             fps = float(stream.average_rate) if stream.average_rate else None
             time_base = stream.time_base
             duration_s = container.duration / 1_000_000 if container.duration else None  # AV_TIME_BASE
+            self._body_bytes = container.size if live.scheme in ("http", "https") else -1  # Content-Length
             clock.restart(fps or (float(stream.guessed_rate) if stream.guessed_rate else None))
             rotation, first_s = 0, 0.0
             for av_frame in self._decoded(container, stream):
@@ -313,13 +315,14 @@ class LiveSource(Source):
     def _finite(self, duration_s: float | None, played_s: float) -> bool:
         """Whether an end of stream is the stream's own end. A source that stated its length at open (HLS
         with ENDLIST, RTSP with a range) must have been played to about its end; a live HLS playlist must
-        say ENDLIST now (asked again: FFmpeg ends the same way when the server died); plain HTTP tells a
-        cut body from a complete one itself (FFmpeg raises for a short one). RTSP, UDP, ...: a break."""
+        say ENDLIST now (asked again: FFmpeg ends the same way when the server died); a plain HTTP body of
+        known length has ended (FFmpeg raises for a short one), while a chunked body that ends may have
+        been cut (FFmpeg cannot tell), so that is a break, as RTSP, UDP, ... ending is."""
         if duration_s is not None:
             return played_s >= duration_s - max(_END_SLACK_S, 2 * self._options.every_s)
         if self._format_name == "hls":
             return hls_ended(self._live.url, self._options.read_timeout_s)
-        return self._live.scheme in ("http", "https")
+        return self._body_bytes > 0
 
     def _decoded(self, container: Any, stream: Any) -> Iterator[Any]:
         """Decoded av.VideoFrames; a packet the decoder rejects is skipped (a live stream goes on)."""
@@ -327,6 +330,7 @@ class LiveSource(Source):
         demuxed = container.demux(stream)
         rejected = 0  # packets the decoder rejected in a row
         while True:
+            t0 = time.monotonic()
             try:
                 packet = next(demuxed)
             except StopIteration:
@@ -334,7 +338,7 @@ class LiveSource(Source):
             except (av.FFmpegError, OSError) as e:
                 if self._stop.is_set():
                     return
-                raise explain(e, live, opening=False, options=opts) from None
+                raise explain(e, live, opening=False, options=opts, waited_s=time.monotonic() - t0) from None
             try:
                 decoded = stream.decode(packet)
             except av.FFmpegError as e:

@@ -24,7 +24,9 @@ from __future__ import annotations
 import base64
 import re
 import ssl
+import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -72,6 +74,7 @@ PROTOCOL_WHITELISTS: dict[str, str] = {
 assert set(PROTOCOL_WHITELISTS) == set(LIVE_SCHEMES)
 
 _ANALYZE_US = 1_000_000
+_TIMER_SLACK_S = 0.05
 _SCHEME = re.compile(r"([A-Za-z0-9+.-]*):")  # FFmpeg's URL_SCHEME_CHARS, as its protocol lookup reads them
 _LISTEN_SCHEMES = ("udp", "rtp")  # udp://@:5000 = listen on port 5000, any address
 
@@ -172,11 +175,21 @@ class Failure(Exception):
 
 
 def explain(
-    e: BaseException, live: LiveUrl, *, opening: bool, options: LiveOptions, logged: list[tuple[int, str, str]] = ()
+    e: BaseException,
+    live: LiveUrl,
+    *,
+    opening: bool,
+    options: LiveOptions,
+    waited_s: float = 0.0,
+    logged: Sequence[tuple[int, str, str]] = (),
 ) -> Failure:
-    """A PyAV/OS error of the reader (and FFmpeg's error lines meanwhile) -> a Failure whose reason
-    names no credentials."""
-    if isinstance(e, (av.ExitError, av.TimeoutError, TimeoutError)):  # ExitError: PyAV's timeout interrupt
+    """A PyAV/OS error of the reader after ``waited_s`` in FFmpeg (and FFmpeg's error lines meanwhile) ->
+    a Failure whose reason names no credentials."""
+    limit_s = options.open_timeout_s if opening else options.read_timeout_s
+    # ExitError is PyAV's timeout interrupt; some demuxers turn it into their own code (RTSP: "invalid
+    # data"), so a call that failed after the whole timeout timed out, whatever FFmpeg says
+    timed_out = waited_s >= limit_s - _TIMER_SLACK_S
+    if timed_out or isinstance(e, (av.ExitError, av.TimeoutError, TimeoutError)):
         if opening:
             return Failure(f"no stream within {options.open_timeout_s:g} s of opening", timeout=True)
         return Failure(f"no packet for {options.read_timeout_s:g} s", timeout=True)
@@ -203,6 +216,7 @@ def _scrub(text: str, live: LiveUrl) -> str:
 def open_url(live: LiveUrl, options: LiveOptions) -> Any:
     """Open ``live`` (on the reader thread: this blocks up to ``open_timeout_s``); returns an
     ``av.InputContainer``. Raises Failure."""
+    t0 = time.monotonic()
     try:
         with ffmpeg_errors() as logged:
             container = av.open(
@@ -212,7 +226,8 @@ def open_url(live: LiveUrl, options: LiveOptions) -> Any:
                 container_options=container_options(live.scheme, options),
             )
     except (av.FFmpegError, OSError) as e:
-        raise explain(e, live, opening=True, options=options, logged=logged) from None
+        waited_s = time.monotonic() - t0
+        raise explain(e, live, opening=True, options=options, waited_s=waited_s, logged=logged) from None
     fmt = container.format.name
     if not any(part in LIVE_DEMUXERS for part in fmt.split(",")):  # the whitelist, checked once more
         container.close()

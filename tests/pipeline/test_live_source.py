@@ -36,8 +36,9 @@ def frames_of(events: list) -> list[Frame]:
     return [e for e in events if isinstance(e, Frame)]
 
 
-def check_frames(frames: list[Frame], options: LiveOptions, clip: LiveClip = CLIP) -> None:
-    """Increasing index, non-decreasing time sampled at ~rate_hz, captured_s set, RGB images."""
+def check_frames(frames: list[Frame], options: LiveOptions, clip: LiveClip = CLIP, *, from_start: bool = True) -> None:
+    """Increasing index, non-decreasing time sampled at ~rate_hz, captured_s set, RGB images; the first
+    at time 0 when ``from_start``."""
     assert frames, "no frame came"
     step_s, frame_s = options.every_s, 1.0 / clip.fps
     for a, b in zip(frames, frames[1:], strict=False):
@@ -48,7 +49,8 @@ def check_frames(frames: list[Frame], options: LiveOptions, clip: LiveClip = CLI
     for f in frames:
         assert f.image.shape == (clip.height, clip.width, 3) and f.image.dtype == np.uint8
         assert f.captured_s is not None and abs(time.time() - f.captured_s) < 60
-    assert frames[0].time_s == 0.0
+    if from_start:
+        assert frames[0].time_s == 0.0
 
 
 # --- URLs -----------------------------------------------------------------------------------------------
@@ -139,7 +141,7 @@ def test_credentials_never_reach_a_message(silent):
 
 @pytest.mark.timeout(60)
 def test_hls_read_while_segments_are_appended_ends_cleanly_at_endlist(tmp_path):
-    seconds = 6.0
+    seconds = 5.0
     with HttpDir(tmp_path) as web, HlsWriter(tmp_path, CLIP, seconds, segment_s=1.0, min_segments=2) as hls:
         assert hls.ready.wait(15) and hls.error is None
         listed_at_open = hls.segments()
@@ -244,7 +246,7 @@ def test_slow_consumer_gets_the_newest_frames_drops_counted_and_lag_bounded():
         for frame in frames:
             ages.append(time.time() - frame.captured_s)  # capture -> delivery
             time.sleep(consume_s)
-            if len(ages) >= 6:
+            if len(ages) >= 5:
                 break
         stats = source.stats()
     assert first.index == 0
