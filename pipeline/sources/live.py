@@ -248,6 +248,8 @@ class LiveSource(Source):
                 return  # a clean end, or close()
             except Failure as f:
                 failure = f
+            except (av.FFmpegError, OSError) as e:  # from a call not expected to fail: still no URL shown
+                failure = explain(e, self._live, opening=False, options=opts)
             if self._stop.is_set():
                 return
             if failure.healthy:

@@ -10,11 +10,13 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import pytest
 
 from pipeline.errors import SourceError, SourceTimeout
 from pipeline.live_types import LiveOptions, SourceConnected, SourceReconnecting
 from pipeline.sources.live import open_live
+from pipeline.sources.live_open import container_options
 from pipeline.types import Frame
 from tests.livemedia import LiveClip, RtspServer, SilentServer, TsHttpServer, UdpTsSender, free_port, rtsp_clip
 from tests.pipeline.test_live_source import CLIP, check_frames, drain, frames_of
@@ -68,6 +70,50 @@ def test_a_stream_that_stalls_is_reconnected_then_times_out():
     # the second connection stalled too: the error came within the read timeout of its last frame
     last_frame_at = max(t for t, e in events if isinstance(e, Frame))
     assert raised_at - last_frame_at < options.read_timeout_s + 1.0 / options.rate_hz + SLACK_S
+
+
+def _open_in_thread(url: str, options: dict[str, str], wait_s: float) -> tuple[bool, float]:
+    """av.open(url) WITHOUT PyAV's timeout (only FFmpeg's own options): (still blocked after wait_s, took_s)."""
+    took: list[float] = []
+
+    def run() -> None:
+        t0 = time.monotonic()
+        try:
+            av.open(url, container_options=options).close()
+        except (av.FFmpegError, OSError):
+            pass
+        took.append(time.monotonic() - t0)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(wait_s)
+    return thread.is_alive(), took[0] if took else wait_s
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("scheme", "option"), [("http", "rw_timeout"), ("rtsp", "timeout"), ("tcp", "timeout")])
+def test_ffmpeg_socket_timeout_options_are_real_and_in_microseconds(scheme, option):
+    """Each scheme's FFmpeg timeout option alone ends a silent open after ~0.5 s (so its name and unit
+    are right: read as seconds it would wait days); without it the same open is still blocked later."""
+    limit_s = 0.5
+    options = container_options(scheme, quick(open_timeout_s=limit_s, read_timeout_s=limit_s))
+    assert options[option] == "500000"
+    with SilentServer() as server:
+        url = server.url(scheme, "/cam")
+        blocked, took_s = _open_in_thread(url, options, wait_s=limit_s + SLACK_S + 2.0)
+        assert not blocked and took_s < limit_s + SLACK_S
+        without = {k: v for k, v in options.items() if k != option}
+        blocked, _ = _open_in_thread(url, without, wait_s=3 * limit_s)
+        assert blocked  # the control: FFmpeg waits on (stop() below resets the connection and frees it)
+
+
+@pytest.mark.timeout(30)
+def test_ffmpeg_udp_timeout_option_ends_a_silent_udp_open():
+    limit_s = 0.5
+    port = free_port(socket.SOCK_DGRAM)
+    options = container_options("udp", quick(open_timeout_s=limit_s, read_timeout_s=limit_s))
+    blocked, took_s = _open_in_thread(f"udp://127.0.0.1:{port}?localaddr=127.0.0.1", options, wait_s=6.0)
+    assert not blocked and took_s < 2 * limit_s + SLACK_S  # UDP probes twice before it gives up
 
 
 # --- a server that stops ------------------------------------------------------------------------------------
@@ -131,7 +177,7 @@ def test_server_that_stays_down_fails_after_the_reconnect_limit_with_capped_back
 
 @pytest.mark.timeout(30)
 def test_close_while_blocked_in_open_returns_in_bounded_time():
-    options = quick(open_timeout_s=1.5, read_timeout_s=1.0)
+    options = quick(open_timeout_s=1.0, read_timeout_s=1.0)
     with SilentServer() as server:
         source = open_live(server.url(), options)
         time.sleep(0.2)  # the reader is inside av.open, blocked on the silent server
@@ -151,24 +197,23 @@ def test_close_while_blocked_in_open_returns_in_bounded_time():
 
 
 _CLOSE_WHILE_DEMUXING = """
-import sys, time
+import time
 from pipeline.live_types import LiveOptions
 from pipeline.sources.live import open_live
 from pipeline.types import Frame
 from tests.livemedia import LiveClip, TsHttpServer
 
 options = LiveOptions(rate_hz=2.0, open_timeout_s=3.0, read_timeout_s=1.0, reconnects=0)
-with TsHttpServer(LiveClip(), stall_after_s=1.0) as server:
-    for _ in range(2):  # each time: connected, frames, then the reader blocks in demux on a silent socket
-        source = open_live(server.url(), options)
-        events = source.events()
-        assert any(isinstance(next(events), Frame) for _ in range(3))
-        time.sleep(1.2)  # past the last packet: the reader is blocked in FFmpeg now
-        t0 = time.monotonic()
-        source.close()
-        took = time.monotonic() - t0
-        assert took < options.read_timeout_s + 1.5, took
-        assert not source._thread.is_alive()
+with TsHttpServer(LiveClip(), stall_after_s=1.0) as server:  # frames for 1 s, then a silent socket
+    source = open_live(server.url(), options)
+    events = source.events()
+    assert any(isinstance(next(events), Frame) for _ in range(3))
+    time.sleep(1.2)  # past the last packet: the reader is blocked in FFmpeg's demux now
+    t0 = time.monotonic()
+    source.close()
+    took = time.monotonic() - t0
+    assert took < options.read_timeout_s + 1.5, took
+    assert not source._thread.is_alive()
 print("survived")
 """
 

@@ -141,7 +141,7 @@ def test_credentials_never_reach_a_message(silent):
 
 @pytest.mark.timeout(60)
 def test_hls_read_while_segments_are_appended_ends_cleanly_at_endlist(tmp_path):
-    seconds = 5.0
+    seconds = 4.0
     with HttpDir(tmp_path) as web, HlsWriter(tmp_path, CLIP, seconds, segment_s=1.0, min_segments=2) as hls:
         assert hls.ready.wait(15) and hls.error is None
         listed_at_open = hls.segments()
