@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings
 from pipeline.errors import DffError
@@ -156,16 +156,11 @@ class LiveProgram:
 
 
 def live_program(
-    spec: JobSpec,
-    engine: Engine,
-    settings: Settings,
-    wake: Callable[[], None],
-    *,
-    accepted: Callable[[AnalysisStart], p.Accepted],
-    frame: Callable[[int, LiveUpdate], p.FrameResult],
+    spec: JobSpec, engine: Engine, settings: Settings, wake: Callable[[], None], **wire: Any
 ) -> Iterator[BackendEvent]:
-    """The live job's program, or a one-event ``Failed`` when its URL cannot even be opened."""
+    """The live job's program (``wire``: LiveProgram's ``accepted`` and ``frame``), or a one-event
+    ``Failed`` when its URL cannot even be opened."""
     try:
-        return LiveProgram(spec, engine, settings, wake, accepted=accepted, frame=frame)
+        return LiveProgram(spec, engine, settings, wake, **wire)
     except DffError as err:
         return iter([Failed(err.code, str(err))])
