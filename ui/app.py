@@ -10,10 +10,12 @@ API (``HttpApi``). The handlers dial their own server at the address the browser
 (``ui/address.py``), so the page needs no configuration and works on port 0. The page never imports torch
 or the pipeline, and building it loads no model and opens no connection.
 
-Tabs: **Analyze** (upload, live timeline, faces, verdict, downloads), **Models** (list, upload, activate),
-**History** (past reports, reopen one). This module is layout and wiring; the handlers are in
-``ui/tab_analyze.py`` and ``ui/tab_admin.py``, one analysis's state in ``ui/live.py``, view logic in
-``ui/timeline.py`` (pure), drawing in ``ui/svg.py`` and ``ui/cards.py``.
+Tabs: **Analyze** (upload, live timeline, faces, verdict, downloads), **Live** (a stream URL or the webcam:
+rolling per-person timeline, current verdicts, counters, the session report), **Models** (list, upload,
+activate), **History** (past reports and live sessions, reopen one). This module is layout and wiring; the
+handlers are in ``ui/tab_analyze.py``, ``ui/tab_live.py`` and ``ui/tab_admin.py``, one analysis's state in
+``ui/live.py``, view logic in ``ui/timeline.py`` and ``ui/live_view.py`` (pure), drawing in ``ui/svg.py``
+and ``ui/cards.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ui.config import UiConfig
 from ui.live import options_summary
 from ui.tab_admin import AdminTabs
 from ui.tab_analyze import AnalyzeTab
+from ui.tab_live import LiveTab
 from ui.theme import CSS, theme
 
 __all__ = ["Page", "RecordAddress", "ServerAddress", "UiConfig", "build_blocks", "mount_options"]
@@ -54,7 +57,7 @@ element.addEventListener('click', (event) => {
 """
 
 
-class Page(AnalyzeTab, AdminTabs):
+class Page(AnalyzeTab, AdminTabs, LiveTab):
     """The page: builds the components and wires them to the handlers of the tab mixins."""
 
     def __init__(self, cfg: UiConfig, address: ServerAddress) -> None:
@@ -95,6 +98,8 @@ class Page(AnalyzeTab, AdminTabs):
             with gr.Tabs(selected="analyze") as self.tabs:
                 with gr.Tab("Analyze", id="analyze", render_children=True):
                     self._analyze_tab()
+                with gr.Tab("Live", id="live", render_children=True):
+                    self.live_tab()
                 with gr.Tab("Models", id="models", render_children=True):
                     self._models_tab()
                 with gr.Tab("History", id="history", render_children=True):
@@ -226,7 +231,7 @@ class Page(AnalyzeTab, AdminTabs):
     def _history_tab(self) -> None:
         self.history_msg = gr.HTML(elem_id="dff-history-msg")
         self.history_table = gr.Dataframe(
-            headers=["When", "File", "Verdict", "Score", "Frames", "Status", "Id"],
+            headers=["When", "File", "Kind", "Verdict", "Score", "Frames", "Status", "Id"],
             type="array",
             interactive=False,
             elem_id="dff-history",
@@ -290,6 +295,7 @@ class Page(AnalyzeTab, AdminTabs):
             button.click(self.history_mover(step), [self.token, self.history_state], history_out, **common)
         self.history_table.select(self.reopen, [self.token], [self.tabs, self.history_msg, *analysis_out], **common)
         blocks.load(self.on_load, [self.token], list(dict.fromkeys(models_out + history_out)), **common)
+        self.wire_live()
         if self.cfg.token_required:
             self.token.submit(self.on_load, [self.token], list(dict.fromkeys(models_out + history_out)), **common)
 

@@ -150,7 +150,7 @@ class AdminTabs:
             label = tl.LABEL_TITLES[r.label] if r.label else "—"
             score = "" if r.score is None else f"{r.score:.2f}"
             status = r.status if r.error is None else f"{r.status}: {r.error.code}"
-            rows.append([when, r.name, label, score, r.n_frames, status, r.id])
+            rows.append([when, r.name, r.kind, label, score, r.n_frames, status, r.id])
         note = "No reports yet." if not rows and len(cursors) <= 1 else "Click a row to reopen that report."
         return {
             self.history_table: gr.Dataframe(value=rows),
