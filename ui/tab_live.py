@@ -7,6 +7,7 @@ A mixin of ``ui.app.Page``: ``live_tab()`` builds the components, ``wire_live()`
     webcam gr.Image(streaming).stream ─▶ webcam_frame(): JPEG + time into the run's FrameFeed ─▶ push()
            a background task folds the messages into the LiveView; a gr.Timer renders it twice a second
            (also after the camera stopped, so the report still arrives); no frame for IDLE_STOP_S ends it
+           (Gradio's Image has no "recording stopped" event, and a stream event is not cancellable)
 
 One session per browser tab (a ``LiveRun`` in a ``gr.State``); starting another stops the current one.
 Memory is bounded for hours: the view keeps only the last minutes (ui/live_view.py), nothing else is kept.
@@ -36,8 +37,11 @@ from ui.live_client import FrameFeed, jpeg_bytes, push, watch
 log = logging.getLogger("dff.ui")
 
 STREAM_EVERY_S = 0.25  # the browser sends a webcam frame this often (the server samples them at its rate)
-WEBCAM_LIMIT_S = 3600  # a webcam recording ends after an hour (start it again to go on)
+# Gradio ends a recording once its handler calls have taken this long in all (their processing time, not
+# the wall clock): a bound on what one camera can cost the page, far beyond a session's hours here.
+WEBCAM_LIMIT_S = 3600
 IDLE_STOP_S = 2.0  # no webcam frame for this long: the recording stopped, so the session is stopped
+IN_FLIGHT_S = 4 * STREAM_EVERY_S  # after Stop (which stops the camera), later frames are a new recording's
 TICK_S = 0.5  # how often the page redraws a webcam session
 URL_PLACEHOLDER = "rtsp://… · https://…/index.m3u8 · http://…/stream.ts · udp://@:5000"
 LIVE_CSS = """
@@ -47,10 +51,12 @@ LIVE_CSS = """
 .dff-kv b { font-size: 17px; font-variant-numeric: tabular-nums; }
 .dff-live-notice { margin: 3px 0; }
 """
-# Live's Stop also ends the camera's recording (Gradio's own record button), so no more frames come.
-STOP_CAMERA_JS = """() => {
+# Stop, and Start of a URL, also end the camera's recording (a click on Gradio's own record button, which
+# reads "Stop" while recording), so no more frames come; the handler gets its inputs unchanged.
+STOP_CAMERA_JS = """(...inputs) => {
   const b = document.querySelector('#dff-webcam button[aria-label="capture photo"]');
   if (b && b.innerText.includes('Stop')) b.click();
+  return inputs;
 }"""
 
 
@@ -68,9 +74,12 @@ class LiveRun:
     last_time_s: float = 0.0
     shown_version: int = -1  # the view version the page shows (the timer redraws only changes)
     superseded: bool = False  # another session of the tab took over: this one no longer draws
+    stopped_mono: float | None = None  # when the person pressed Stop (which also stops the camera)
 
-    def request_stop(self, superseded: bool = False) -> None:
+    def request_stop(self, superseded: bool = False, by_user: bool = False) -> None:
         self.superseded = self.superseded or superseded
+        if by_user and self.stopped_mono is None:
+            self.stopped_mono = time.monotonic()
         self.stop.set()
         if self.feed is not None:
             self.feed.close()
@@ -133,8 +142,8 @@ class LiveTab:
                  self.live_notices]  # fmt: skip
         common: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden"}
         ins = [self.live_url, self.live_rate, self.token, self.live_state]
-        self.live_start.click(self.watch_url, ins, [self.live_state, *views], **common)
-        self.live_url.submit(self.watch_url, ins, [self.live_state, *views], **common)
+        self.live_start.click(self.watch_url, ins, [self.live_state, *views], js=STOP_CAMERA_JS, **common)
+        self.live_url.submit(self.watch_url, ins, [self.live_state, *views], js=STOP_CAMERA_JS, **common)
         self.live_stop.click(self.stop_live, [self.live_state], [self.live_status], js=STOP_CAMERA_JS, **common)
         self.webcam.stream(
             self.webcam_frame,
@@ -200,8 +209,8 @@ class LiveTab:
         (this handler draws nothing then: its reply could land after the report's)."""
         if current is None or current.view.finished:
             return {self.live_status: cards.info_box("Nothing is running.")}
-        current.request_stop()
-        return {}
+        current.request_stop(by_user=True)
+        return {self.live_status: gr.skip()}  # an empty dict would read as one value, not as no update
 
     # ---- the webcam -------------------------------------------------------------------------------
 
@@ -211,24 +220,32 @@ class LiveTab:
         """One streamed webcam frame: into the current push session, or the first of a new one."""
         now = time.monotonic()
         if frame is None:
-            return {}
+            return {self.live_state: gr.skip()}
         run = current
-        if (
-            run is not None
-            and run.feed is not None
-            and (not run.feed.closed or now - run.last_frame_mono < IDLE_STOP_S)
-        ):
-            # the session's recording goes on (frames after Stop or a refusal are ignored until it stops)
-            run.last_frame_mono = now
+        if run is not None and run.feed is not None and not self._new_recording(run, now):
             if not run.feed.closed:
                 await self._feed(run, frame, now)
-            return {}
+            run.last_frame_mono = now
+            return {self.live_state: gr.skip()}
         if run is not None:
             run.request_stop(superseded=True)
         run = LiveRun(lv.LiveView(kind="webcam", name="webcam"), feed=FrameFeed(), last_frame_mono=now)
         run.task = asyncio.create_task(self._follow_push(run, token, live_options(rate)))
         await self._feed(run, frame, now)
         return {self.live_state: run, self.live_timer: gr.Timer(active=True), **self.live_updates(run)}
+
+    @staticmethod
+    def _new_recording(run: LiveRun, now: float) -> bool:
+        """Whether a frame begins a new webcam session rather than continuing ``run``'s recording: once
+        the run's feed is closed, a frame that comes after Stop stopped the camera (frames still in flight
+        aside), or after a gap in the frames (the camera was stopped and started again). Frames of a
+        recording that goes on after its session ended (a refusal such as busy) start nothing."""
+        assert run.feed is not None
+        if not run.feed.closed:
+            return False
+        if run.stopped_mono is not None:
+            return now - run.stopped_mono > IN_FLIGHT_S
+        return now - run.last_frame_mono > IDLE_STOP_S
 
     async def _feed(self, run: LiveRun, frame: np.ndarray, now: float) -> None:
         assert run.feed is not None
@@ -274,9 +291,9 @@ class LiveTab:
         """The timer: redraw a webcam session when it changed; stop ticking once its end is drawn."""
         if current is None or current.feed is None:
             return {self.live_timer: gr.Timer(active=False)}
-        update: dict[Any, Any] = {}
+        update: dict[Any, Any] = {self.live_timer: gr.skip()}
         if current.view.version != current.shown_version:
-            update = self.live_updates(current)
+            update.update(self.live_updates(current))
         if current.view.finished and current.task is not None and current.task.done():
             update[self.live_timer] = gr.Timer(active=False)
         return update
