@@ -335,7 +335,10 @@ class LoopbackServer:
 
     def _accept(self, listener: socket.socket, stop: threading.Event) -> None:
         while not stop.is_set():
-            readable, _, _ = select.select([listener], [], [], 0.05)
+            try:
+                readable, _, _ = select.select([listener], [], [], 0.05)
+            except (OSError, ValueError):  # stop() closed the listener under select()
+                return
             if not readable or stop.is_set():
                 continue
             try:

@@ -130,8 +130,8 @@ def container_options(scheme: str, options: LiveOptions) -> dict[str, str]:
         "format_whitelist": ",".join(sorted(LIVE_DEMUXERS)),
         "enable_drefs": "0",
         # probing reads this much stream before the first frame (FFmpeg's default, 5 s, is 2+ s of wait
-        # on a live MPEG-TS); a second finds the video's size and rate
-        "analyzeduration": str(_ANALYZE_US),
+        # on a live MPEG-TS); a second finds the video's size and rate, and leaves the open timeout room
+        "analyzeduration": str(min(_ANALYZE_US, round(options.open_timeout_s * 1_000_000 / 2))),
     }
     if scheme in ("rtsp", "rtsps"):
         opts |= {"rtsp_transport": "tcp", "timeout": socket_us}
