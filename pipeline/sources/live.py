@@ -17,10 +17,11 @@ Times: ``Frame.time_s`` is seconds of stream received, from 0 at the first frame
 in the stream's own clock) continues from the last time, so time never goes back. ``Frame.index``
 counts decoded frames over the whole session. ``captured_s`` is the wall time the frame was decoded.
 
-Ends: a finite source that ends (HTTP body complete, HLS ``#EXT-X-ENDLIST`` reached, an RTSP stream of
-stated length played out) ends the iteration; a live source that stops, breaks or falls silent is
-reconnected with capped exponential backoff, up to ``reconnects`` times in a row (a connection that
-delivered frames for HEALTHY_S starts a new count), and then raises SourceError (SourceTimeout when it was silent).
+Ends: a finite source that ends (an HTTP body of stated length complete, HLS ``#EXT-X-ENDLIST`` reached,
+an RTSP stream of stated length played out) ends the iteration; a live source that stops, breaks or falls
+silent is reconnected with capped exponential backoff, up to ``reconnects`` times in a row (a connection
+that delivered frames for HEALTHY_S starts a new count), and then raises SourceError (SourceTimeout when
+it was silent). A source that never connected is not retried: a wrong URL fails at once.
 """
 
 from __future__ import annotations
