@@ -7,8 +7,8 @@
     TsHttpServer        MPEG-TS over HTTP at real time: endless, finite (a clean end), or cut; stop()/start()
     UdpTsSender         MPEG-TS over UDP to 127.0.0.1:port at real time
     SilentServer        accepts TCP connections and never sends a byte
-    RtspServer          the GStreamer RTSP server (a subprocess of Debian's python3 with gi), RTSP over TCP,
-                        serving a clip PyAV encoded; stop()/start() on the same port
+
+The RTSP server (GStreamer's, in a subprocess) is in tests/livertsp.py.
 
 Everything binds 127.0.0.1 only, every thread is a daemon joined with a timeout, and every server is a
 context manager (stopped on exit). Streams are paced at real time (a live source does not wait).
@@ -20,11 +20,9 @@ import contextlib
 import functools
 import http.server
 import io
-import os
 import select
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -35,14 +33,12 @@ from typing import Any
 
 import av
 import numpy as np
-import pytest
 
-from pipeline.encode import encode_video
 from tests.media import face_scene
 
 LOOPBACK = "127.0.0.1"
-_JOIN_S = 5.0
-_X264 = {"preset": "ultrafast", "tune": "zerolatency"}  # no lookahead: a packet per frame, at once
+JOIN_S = 5.0
+X264 = {"preset": "ultrafast", "tune": "zerolatency"}  # no lookahead: a packet per frame, at once
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -115,7 +111,7 @@ class TsEncoder:
         self.clip = clip
         self._sink = _Sink()
         self._out = av.open(self._sink, "w", format="mpegts")
-        stream = self._out.add_stream("libx264", rate=clip.fps, options=_X264)
+        stream = self._out.add_stream("libx264", rate=clip.fps, options=X264)
         stream.width, stream.height = clip.width, clip.height
         stream.pix_fmt = "yuv420p"
         stream.time_base = Fraction(1, clip.fps)
@@ -169,7 +165,7 @@ class _Threads:
         self._threads.append(t)
         t.start()
 
-    def join(self, timeout_s: float = _JOIN_S) -> None:
+    def join(self, timeout_s: float = JOIN_S) -> None:
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -214,7 +210,7 @@ class HttpDir:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join(_JOIN_S)
+        self._thread.join(JOIN_S)
 
     def __enter__(self) -> HttpDir:
         return self
@@ -272,7 +268,7 @@ class HlsWriter:
             clip = self.clip
             n = None if self.seconds is None else round(self.seconds * clip.fps)
             with av.open(str(self.folder / self.playlist), "w", format="hls", options=options) as out:
-                stream = out.add_stream("libx264", rate=clip.fps, options=_X264)
+                stream = out.add_stream("libx264", rate=clip.fps, options=X264)
                 stream.width, stream.height, stream.pix_fmt = clip.width, clip.height, "yuv420p"
                 stream.time_base = Fraction(1, clip.fps)
                 stream.gop_size = clip.keyint
@@ -515,106 +511,3 @@ class UdpTsSender:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# --- RTSP ------------------------------------------------------------------------------------------------
-
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, where python3-gi and the GStreamer typelibs live
-_GST_RTSP_SERVER = r"""
-import sys
-import gi
-gi.require_version("Gst", "1.0")
-gi.require_version("GstRtspServer", "1.0")
-gi.require_version("GstRtsp", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer
-Gst.init(None)
-port, mount, path = sys.argv[1], sys.argv[2], sys.argv[3]
-server = GstRtspServer.RTSPServer()
-server.set_address("127.0.0.1")
-server.set_service(port)
-factory = GstRtspServer.RTSPMediaFactory()
-# each client gets its own pipeline, from the clip's start, paced at real time by the RTSP sinks
-factory.set_launch(f"( filesrc location={path} ! matroskademux ! rtph264pay name=pay0 pt=96 config-interval=1 )")
-factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)  # RTSP over TCP only: a client asking for UDP is refused
-server.get_mount_points().add_factory(mount, factory)
-if server.attach(None) == 0:
-    sys.exit("cannot listen on port " + port)
-print("READY", flush=True)
-GLib.MainLoop().run()
-"""
-
-
-def gst_rtsp_missing() -> str | None:
-    """Why the GStreamer RTSP server cannot run here (None when it can)."""
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        return f"{SYSTEM_PYTHON} is not installed"
-    probe = (
-        "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0');"
-        "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
-        "missing = [e for e in ('filesrc', 'matroskademux', 'rtph264pay', 'appsink', 'rtpbin')"
-        " if Gst.ElementFactory.find(e) is None]; print(' '.join(missing))"
-    )
-    try:
-        done = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "probing GStreamer timed out"
-    if done.returncode != 0:
-        return f"GStreamer's RTSP server is not importable: {done.stderr.strip().splitlines()[-1:]}"
-    if done.stdout.strip():
-        return f"GStreamer elements missing: {done.stdout.strip()}"
-    return None
-
-
-class RtspServer:
-    """GStreamer's RTSP server on 127.0.0.1:``port`` serving ``clip_path`` (H.264 in Matroska, e.g. from
-    :func:`rtsp_clip`) at ``rtsp://127.0.0.1:port/cam``, RTSP over TCP only (``rtsp_transport=tcp``).
-    Every client plays the clip from its start, paced at real time; at its end the server sends BYE.
-    ``stop()`` kills the process (a crash); ``start()`` runs it again on the same port.
-    Skips the test when GStreamer is not installed (``.ci/run`` installs it)."""
-
-    def __init__(self, clip_path: Path, port: int = 0) -> None:
-        if (why := gst_rtsp_missing()) is not None:
-            pytest.skip(f"no RTSP server: {why} (apt: gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)")
-        self.clip_path = clip_path
-        self.port = port or free_port()
-        self._proc: subprocess.Popen[str] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"rtsp://{LOOPBACK}:{self.port}/cam"
-
-    def start(self, timeout_s: float = 20.0) -> None:
-        proc = subprocess.Popen(
-            [SYSTEM_PYTHON, "-c", _GST_RTSP_SERVER, str(self.port), "/cam", str(self.clip_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._proc = proc
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-        line = proc.stdout.readline() if ready else ""
-        if line.strip() != "READY":
-            self.stop()
-            raise RuntimeError(f"the RTSP server did not start: {line.strip() or 'no answer'}")
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait(_JOIN_S)
-            if self._proc.stdout is not None:
-                self._proc.stdout.close()
-            self._proc = None
-
-    def __enter__(self) -> RtspServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def rtsp_clip(path: Path, clip: LiveClip, seconds: float) -> Path:
-    """``seconds`` of ``clip`` as H.264 in Matroska (what :class:`RtspServer` plays)."""
-    frames = (clip.frame(i) for i in range(round(seconds * clip.fps)))
-    return encode_video(path, frames, fps=clip.fps, options=dict(_X264), gop=clip.keyint)

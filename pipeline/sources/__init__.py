@@ -6,6 +6,9 @@
     still.py     one photo, decoded at open, as a one-frame source
     video.py     a video file, decoded lazily and sampled per the SamplingPolicy
     rotation.py  display rotation shared by both
+    live.py      ``open_live(url, options)``: a live URL (RTSP, HLS, MPEG-TS over HTTP/UDP, ...), read by a
+                 thread of its own, newest frame first; live_open.py checks the URL and opens it safely
+    push.py      ``PushSource``: frames a client pushes (a webcam); newest.py: the newest-first hand-over
 
 Every PyAV (and Pillow) quirk is handled in this package and nowhere else:
 
@@ -27,9 +30,23 @@ Every PyAV (and Pillow) quirk is handled in this package and nowhere else:
   FFmpeg reports that refusal only in its log, which probe.py reads (``ffmpeg_errors``).
 """
 
-from pipeline.sources.base import Source
+from pipeline.sources.base import LiveInput, Source
 from pipeline.sources.file import open_media, open_media_for
+from pipeline.sources.live import LiveSource, open_live
+from pipeline.sources.live_open import check_url
+from pipeline.sources.push import PushSource
 from pipeline.sources.still import StillSource
 from pipeline.sources.video import VideoSource
 
-__all__ = ["Source", "StillSource", "VideoSource", "open_media", "open_media_for"]
+__all__ = [
+    "LiveInput",
+    "LiveSource",
+    "PushSource",
+    "Source",
+    "StillSource",
+    "VideoSource",
+    "check_url",
+    "open_live",
+    "open_media",
+    "open_media_for",
+]

@@ -40,7 +40,7 @@ from pipeline.live_types import LiveOptions, LiveStats, SourceConnected, SourceR
 from pipeline.sources.base import Source
 from pipeline.sources.live_open import Failure, LiveUrl, check_size, check_url, explain, hls_ended, open_url
 from pipeline.sources.rotation import clockwise, rotate
-from pipeline.sources.video import _Schedule
+from pipeline.sources.video import Schedule
 from pipeline.types import Frame, MediaInfo, MediaKind, SampleMode, SamplingPolicy
 
 __all__ = ["LiveSource", "open_live"]
@@ -241,7 +241,7 @@ class LiveSource(Source):
     def _read_all(self) -> None:
         """Connect, read, and reconnect per the options until a clean end, close(), or a final error."""
         opts = self._options
-        clock, schedule = _Clock(), _Schedule(step_s=opts.every_s)
+        clock, schedule = _Clock(), Schedule(step_s=opts.every_s)
         tries = 0  # reconnect attempts since the last connection that delivered frames
         while not self._stop.is_set():
             try:
@@ -267,7 +267,7 @@ class LiveSource(Source):
             if self._stop.wait(delay_s):
                 return
 
-    def _connection(self, attempt: int, clock: _Clock, schedule: _Schedule) -> None:
+    def _connection(self, attempt: int, clock: _Clock, schedule: Schedule) -> None:
         """One connection: open, decode until the stream ends cleanly or close() is asked. Raises Failure
         (``healthy`` set when frames came). The container is opened and closed on this thread only."""
         opts, live = self._options, self._live

@@ -19,7 +19,7 @@ _EPS_S = 1e-6  # pts * time_base and k * every_s differ in the last float bits
 _FALLBACK_FPS = 25.0  # FFmpeg's own guess when a stream states no rate at all
 
 
-class _Schedule:
+class Schedule:
     """Presentation-time targets (seconds). A frame is taken when its time reaches the next target;
     every target at or before that frame's time is then used up, so one slot never yields two frames."""
 
@@ -181,16 +181,16 @@ class VideoSource(Source):
                 return float(t) - self._start_s
         return index / self._clock_fps
 
-    def _schedule(self) -> tuple[_Schedule | None, int | None]:
+    def _schedule(self) -> tuple[Schedule | None, int | None]:
         """The policy's schedule (None = every frame) and frame cap."""
         policy, mode, cap = self.policy, self.policy.mode, self.policy.max_frames
         if mode is SampleMode.EVERY_S:
-            return _Schedule(step_s=policy.every_s), cap
+            return Schedule(step_s=policy.every_s), cap
         if mode is SampleMode.COUNT and self._duration_s:
-            return _Schedule(targets_s=count_targets(self._duration_s, policy.count)), cap
+            return Schedule(targets_s=count_targets(self._duration_s, policy.count)), cap
         if mode is SampleMode.COUNT:
             # unknown duration: one frame every every_s seconds, at most `count` of them
-            return _Schedule(step_s=policy.every_s), min(cap, policy.count) if cap is not None else policy.count
+            return Schedule(step_s=policy.every_s), min(cap, policy.count) if cap is not None else policy.count
         return None, cap
 
     def _frames(self) -> Iterator[Frame]:

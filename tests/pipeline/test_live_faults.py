@@ -18,7 +18,8 @@ from pipeline.live_types import LiveOptions, SourceConnected, SourceReconnecting
 from pipeline.sources.live import open_live
 from pipeline.sources.live_open import container_options
 from pipeline.types import Frame
-from tests.livemedia import LiveClip, RtspServer, SilentServer, TsHttpServer, UdpTsSender, free_port, rtsp_clip
+from tests.livemedia import LiveClip, SilentServer, TsHttpServer, UdpTsSender, free_port
+from tests.livertsp import RtspServer, rtsp_clip
 from tests.pipeline.test_live_source import CLIP, check_frames, drain, frames_of
 
 ROOT = Path(__file__).resolve().parents[2]
