@@ -23,6 +23,7 @@ def _default_data_dir() -> Path:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("local", "ray")
 DEFAULT_THRESHOLD = 0.5  # P(fake) at or above which a score means FAKE, when nothing else says
 
 
@@ -93,6 +94,12 @@ class Settings:
     live_window_s: float = 30.0
     live_gone_s: float = 10.0
     max_live_jobs: int = 2  # live sessions at once (each holds a decode thread and a share of the model)
+    # scale-out (stream/ray_backend.py, stream/store_pg.py): the defaults are the embedded ones
+    backend: str = "local"  # "local" = the in-process worker; "ray" = actors on a Ray cluster
+    ray_address: str | None = None  # None = start a local Ray; "auto" = the running cluster; or "ray://host:10001"
+    ray_actors: int = 2  # engine actors in the pool (each holds one model)
+    ray_actor_cpus: float = 1.0  # CPUs each actor reserves (GPU nodes: one GPU per actor instead)
+    database_url: str | None = None  # None = SQLite under data_dir; "postgresql://user@host/db" = PostgreSQL
 
     def __post_init__(self) -> None:
         checks = [
@@ -131,7 +138,16 @@ class Settings:
             (self.upload_grace_s >= 0, f"upload_grace_s must be >= 0, got {self.upload_grace_s}"),
             (self.store_busy_timeout_s >= 0, f"store_busy_timeout_s must be >= 0, got {self.store_busy_timeout_s}"),
         ]
-        checks.append((self.max_live_jobs >= 0, f"max_live_jobs must be >= 0, got {self.max_live_jobs}"))
+        checks += [
+            (self.max_live_jobs >= 0, f"max_live_jobs must be >= 0, got {self.max_live_jobs}"),
+            (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"),
+            (self.ray_actors >= 1, f"ray_actors must be >= 1, got {self.ray_actors}"),
+            (self.ray_actor_cpus > 0, f"ray_actor_cpus must be > 0, got {self.ray_actor_cpus}"),
+            (
+                self.database_url is None or self.database_url.startswith(("postgresql://", "postgres://")),
+                "database_url must be a postgresql:// URL (or unset for SQLite)",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)

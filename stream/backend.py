@@ -42,9 +42,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.types import Report
+
+if TYPE_CHECKING:
+    from pipeline.engine import Engine
 from stream import protocol as p
 
 EVENT_QUEUE_SIZE = 8  # events of one job between the backend and the event loop
@@ -155,6 +158,11 @@ class AnalysisBackend(Protocol):
 
     def cancel_all(self, reason: str) -> int:
         """Cancel every waiting and running job; how many."""
+        ...
+
+    def set_engine(self, engine: Engine) -> None:
+        """Analyse jobs admitted from now on with ``engine``'s model (jobs running keep theirs). Blocking
+        (a remote backend reloads its workers): called from a thread."""
         ...
 
     def depth(self) -> Depth: ...

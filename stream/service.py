@@ -46,6 +46,7 @@ from stream.backend import AnalysisBackend, BackendEvent, Failed, Finished, JobS
 from stream.jobs import Job, JobTable
 from stream.live_program import LiveRequest, live_program
 from stream.store import Store
+from stream.stores import open_store
 from stream.worker import LocalBackend
 
 log = logging.getLogger("dff.service")
@@ -257,7 +258,7 @@ class Service:
         self.model: p.ModelSummary | None = None
         self.model_lock = asyncio.Lock()
         self._store: Store | None = None
-        self._local: LocalBackend | None = None
+        self._local: AnalysisBackend | None = None  # LocalBackend, or RayBackend with DFF_BACKEND=ray
         self._jobs: JobTable | None = None
 
     @property
@@ -286,7 +287,7 @@ class Service:
 
     async def start(self) -> None:
         """Open the store (marking jobs a dead process left as interrupted), load the model, start the backend."""
-        self._store = await asyncio.to_thread(Store, self.settings.data_dir, self.settings.store_busy_timeout_s)
+        self._store = await asyncio.to_thread(open_store, self.settings)
         recovered = await asyncio.to_thread(self.store.recover)
         if recovered:
             log.warning("%d job(s) from a previous run were marked interrupted", recovered)
@@ -295,16 +296,25 @@ class Service:
         # half-received model uploads of a process that died mid-PUT (never a usable checkpoint)
         await asyncio.to_thread(shutil.rmtree, self.incoming_dir, True)
         engine = await asyncio.to_thread(self._open_startup_engine)
-        self._local = LocalBackend(
-            engine,
-            partial(job_program, settings=self.settings),
+        self._local = await asyncio.to_thread(self._make_backend, engine)
+        self._jobs = JobTable(self._local, self._store, watch_queue_bytes=self.settings.watch_queue_kib * 1024)
+        self._set_model(engine)
+
+    def _make_backend(self, engine: Engine | None) -> AnalysisBackend:
+        """``DFF_BACKEND``: the in-process worker (the default), or actors on a Ray cluster (imported only then)."""
+        caps = dict(
             max_jobs=self.settings.max_jobs,
             max_queue=self.settings.max_queue,
             max_per_client=self.settings.max_jobs_per_client,
             max_live=self.settings.max_live_jobs,
         )
-        self._jobs = JobTable(self._local, self._store, watch_queue_bytes=self.settings.watch_queue_kib * 1024)
-        self._set_model(engine)
+        if self.settings.backend == "ray":
+            try:
+                from stream.ray_backend import RayBackend
+            except ImportError as err:
+                raise ConfigError(f"DFF_BACKEND=ray needs Ray: pip install 'deepfake-forensics[ray]' ({err})") from None
+            return RayBackend(self.settings, engine, **caps)
+        return LocalBackend(engine, partial(job_program, settings=self.settings), **caps)
 
     def _open_startup_engine(self) -> Engine | None:
         """Explicit checkpoint, else the model activated last time, else the newest file, else untrained
@@ -389,8 +399,8 @@ class Service:
         """Load and switch to ``path``; jobs already running finish on the engine they started with."""
         async with self.model_lock:
             engine = await asyncio.to_thread(self.open_engine, path)
-            assert self._local is not None  # model switching is this backend's own (a Ray one reloads actors)
-            self._local.set_engine(engine)
+            assert self._local is not None
+            await asyncio.to_thread(self._local.set_engine, engine)  # a Ray backend reloads its actors
             await asyncio.to_thread(self.store.set_meta, ACTIVE_MODEL_KEY, name)
             self._set_model(engine)
             log.info("model %s is active (sha256 %s)", name, engine.info.sha256)
