@@ -121,6 +121,7 @@ class _Slot:
     engine: Engine | None = None
     cancel_reason: str | None = None
     position: int = 0
+    finish_requested: bool = False  # finish() came while the job waited
 
 
 class LocalBackend:
@@ -219,8 +220,8 @@ class LocalBackend:
                 if slot.spec.job_id == job_id and slot.cancel_reason is None:
                     if stop is not None:
                         stop()
-                    elif _is_live(slot):  # not admitted yet: nothing was analysed, nothing to report
-                        slot.cancel_reason = "stopped"
+                    else:  # not admitted yet: stopped as soon as it is, so it ends as a running one would
+                        slot.finish_requested = True
                     self._cond.notify_all()
 
     def cancel_all(self, reason: str) -> int:
@@ -342,6 +343,9 @@ class LocalBackend:
             self._engine_users[id(engine)] = self._engine_users.get(id(engine), 0) + 1
         slot.engine = engine
         slot.program = self._program(slot.spec, engine, self._notify)
+        stop = getattr(slot.program, "stop", None)
+        if slot.finish_requested and stop is not None:
+            stop()
         self._running.append(slot)
 
     def _step(self, slot: _Slot) -> bool:

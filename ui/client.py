@@ -47,7 +47,7 @@ def _headers(token: str | None) -> dict[str, str] | None:
     return {"Authorization": f"Bearer {token}"} if token else None
 
 
-async def _recv(ws: ClientConnection) -> p.Message:
+async def receive_message(ws: ClientConnection) -> p.Message:
     try:
         raw = await ws.recv()
     except ConnectionClosed as err:
@@ -58,7 +58,7 @@ async def _recv(ws: ClientConnection) -> p.Message:
         raise ClientError("bad_reply", f"the server sent an invalid message: {err}") from None
 
 
-async def _connect(url: str, token: str | None, open_timeout_s: float) -> ClientConnection:
+async def open_connection(url: str, token: str | None, open_timeout_s: float) -> ClientConnection:
     try:
         return await connect(
             url,
@@ -77,9 +77,9 @@ async def _connect(url: str, token: str | None, open_timeout_s: float) -> Client
         raise ClientError("connect", f"cannot connect to {url}: {err or type(err).__name__}") from None
 
 
-async def _follow(ws: ClientConnection) -> AsyncIterator[p.Message]:
+async def follow_messages(ws: ClientConnection) -> AsyncIterator[p.Message]:
     while True:
-        message = await _recv(ws)
+        message = await receive_message(ws)
         yield message
         if isinstance(message, (p.Done, p.Error)):
             return
@@ -145,9 +145,9 @@ async def _upload(
     options: p.Options | None,
     open_timeout_s: float,
 ) -> AsyncIterator[p.Message]:
-    ws = await _connect(url, token, open_timeout_s)
+    ws = await open_connection(url, token, open_timeout_s)
     async with ws:
-        hello = await _recv(ws)
+        hello = await receive_message(ws)
         yield hello
         if not isinstance(hello, p.Hello):
             raise ClientError("bad_reply", f"expected hello, got {hello.TYPE}")
@@ -156,7 +156,7 @@ async def _upload(
             await ws.send(p.encode(start))
         except ConnectionClosed as err:
             raise ClientError("connection_lost", f"the server closed the connection ({err})") from None
-        reply = await _recv(ws)
+        reply = await receive_message(ws)
         yield reply
         if isinstance(reply, p.Error):
             return
@@ -165,10 +165,10 @@ async def _upload(
             while chunk := await asyncio.to_thread(fh.read, chunk_bytes):
                 await ws.send(chunk)
         except ConnectionClosed:
-            pass  # the server refused mid-upload: its error message is still queued for _follow
+            pass  # the server refused mid-upload: its error message is still queued for follow_messages
         except OSError as err:  # the file broke off while we read it; closing the socket cancels the job
             raise ClientError("file", f"cannot read the file mid-upload: {err.strerror or err}") from None
-        async for message in _follow(ws):
+        async for message in follow_messages(ws):
             yield message
 
 
@@ -176,14 +176,14 @@ async def attach(
     job_id: str, url: str, *, token: str | None = None, open_timeout_s: float = 10.0
 ) -> AsyncIterator[p.Message]:
     """Follow a job started elsewhere: its messages so far, then the live ones, until Done or Error."""
-    ws = await _connect(url, token, open_timeout_s)
+    ws = await open_connection(url, token, open_timeout_s)
     async with ws:
-        yield await _recv(ws)  # hello
+        yield await receive_message(ws)  # hello
         try:
             await ws.send(p.encode(p.Attach(job_id=job_id)))
         except ConnectionClosed as err:
             raise ClientError("connection_lost", f"the server closed the connection ({err})") from None
-        async for message in _follow(ws):
+        async for message in follow_messages(ws):
             yield message
 
 

@@ -33,9 +33,8 @@ from websockets.exceptions import ConnectionClosed
 
 from stream import protocol as p
 
-# _connect/_recv/_follow are ui/client.py's connection core (every public call there is built on them):
-# the same proxy, size and error rules for a live session as for an upload.
-from ui.client import ClientError, _connect, _follow, _recv
+# ui/client.py's connection core: the same proxy, size and error rules for a live session as for an upload
+from ui.client import ClientError, follow_messages, open_connection, receive_message
 
 _TIME = struct.Struct(">d")  # a pushed frame's header: its time in seconds, big-endian float64
 assert _TIME.size == p.PUSH_HEADER_BYTES
@@ -116,7 +115,7 @@ async def _send(ws: ClientConnection, data: str | bytes) -> bool:
 
 async def _start(ws: ClientConnection, request: p.Watch | p.Push) -> p.Hello:
     """Read ``hello`` and send the session's first message; returns the hello."""
-    hello = await _recv(ws)
+    hello = await receive_message(ws)
     if not isinstance(hello, p.Hello):
         raise ClientError("bad_reply", f"expected hello, got {hello.TYPE}")
     if not await _send(ws, p.encode(request)):
@@ -127,7 +126,7 @@ async def _start(ws: ClientConnection, request: p.Watch | p.Push) -> p.Hello:
 async def _live(ws: ClientConnection, sender: asyncio.Task[None] | None) -> AsyncIterator[p.Message]:
     """Every message until Done or Error; ``sender`` (the client's half of the session) ends on the way out."""
     try:
-        async for message in _follow(ws):
+        async for message in follow_messages(ws):
             yield message
     finally:
         if sender is not None:
@@ -149,7 +148,7 @@ async def watch(
     every message as it arrives; the last is ``Done`` (the session report) or ``Error``. Setting ``stop``
     sends ``stop``, once: the server ends the session and sends its report."""
     request = p.Watch(url=source_url, options=options or p.Options())
-    ws = await _connect(url, token, open_timeout_s)
+    ws = await open_connection(url, token, open_timeout_s)
     async with ws:
         yield await _start(ws, request)
 
@@ -176,7 +175,7 @@ async def push(
     and yield every message as it arrives; the last is ``Done`` or ``Error``. Frames go out as they are
     put; ``feed.close()`` sends ``stop`` after the queued ones."""
     request = p.Push(name=name, options=options or p.Options())
-    ws = await _connect(url, token, open_timeout_s)
+    ws = await open_connection(url, token, open_timeout_s)
     async with ws:
         hello = await _start(ws, request)
         yield hello
@@ -189,7 +188,7 @@ async def push(
                     feed.dropped += 1
                     continue
                 if not await _send(ws, message):
-                    return  # the server closed: its error message is read by _follow
+                    return  # the server closed: its error message is read by follow_messages
             await _send(ws, p.encode(p.Stop()))
 
         async for message in _live(ws, asyncio.create_task(send_frames())):
