@@ -25,7 +25,7 @@ and 16 finished jobs) + one *unbounded* ``asyncio.Queue`` per watcher -> ``_pump
 A client that read nothing made its queue (overlays included) and the log grow with video length.
 
 After: the same upload into the same file. ``LocalBackend``'s thread (stream/worker.py) steps the job's
-program (``analysis_events`` in stream/service.py): ``analyze(path)`` as before; the program turns each
+program (``analysis_events`` in stream/programs.py): ``analyze(path)`` as before; the program turns each
 event into a wire record (overlay JPEG -> base64 here, on the compute side) and the thread puts it into the
 job's bounded channel (``loop.call_soon_threadsafe``; at most ``EVENT_QUEUE_SIZE`` in flight, so a job whose
 consumer lags is skipped, not waited on). On the event loop, ``JobTable``'s task for the job iterates the
@@ -90,7 +90,7 @@ class JobSpec:
 
     job_id: str
     path: Path | None
-    request: Any  # stream.service.JobRequest (frozen, picklable)
+    request: Any  # stream.programs.JobRequest (frozen, picklable)
     client: str | None = None  # the uploader's IP address (per-client cap)
     feed: Any = None  # a push job's PushSource, fed by the connection (in-process backends only)
 

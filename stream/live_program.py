@@ -1,6 +1,6 @@
 """A live job's program: ``watch()`` on a URL or on pushed frames, as wire-ready events, one per step.
 
-It is the live twin of ``analysis_events`` (stream/service.py) and runs on the backend's worker thread,
+It is the live twin of ``analysis_events`` (stream/programs.py) and runs on the backend's worker thread,
 with two more methods the worker uses (stream/worker.py): ``ready()`` — the next step will not wait on the
 source (one analysed frame can produce two events, so what is pending counts too) — and ``stop()`` —
 end the session now with its report (the client's ``stop``, or its last watcher leaving). Per analysed

@@ -9,7 +9,7 @@ import json
 import pytest
 from websockets.asyncio.client import connect
 
-import stream.service
+import stream.programs
 from stream import protocol as p
 from tests.stream.conftest import analyze_sync, get_json, wait_for
 
@@ -67,7 +67,7 @@ def test_unexpected_exceptions_are_logged_not_sent(server, media, monkeypatch, c
         raise RuntimeError("secret detail /srv/private/path")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(stream.service, "analyze", broken)
+    monkeypatch.setattr(stream.programs, "analyze", broken)
     error = analyze_sync(server.ws, media["short"])[-1]
     assert isinstance(error, p.Error) and error.code == "internal"
     assert "secret" not in error.message and error.job_id in error.message
