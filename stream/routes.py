@@ -89,14 +89,19 @@ def admin(handler: Handler) -> Handler:
 
 async def healthz(request: Request) -> Response:
     service = _service(request)
+    depth = service.backend.depth()
     body: dict[str, Any] = {
         "status": "ok" if service.status == "ready" else service.status,
         "model": None if service.model is None else service.model.to_json(),
         "device": service.settings.device if service.model is None else service.model.device,
-        "queue": service.backend.depth().to_json(),
+        "queue": depth.to_json(),
         "version": __version__,
         "protocol": p.PROTOCOL_VERSION,
     }
+    workers = getattr(depth, "workers", None)  # a scale-out backend's actors (stream/ray_backend.py's RayDepth)
+    if workers is not None:
+        body["backend"] = service.settings.backend
+        body["workers"] = [worker.to_json() for worker in workers]
     return JSONResponse(body, status_code=503 if service.status == "shutting_down" else 200)
 
 
