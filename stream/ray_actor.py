@@ -112,6 +112,7 @@ class _Turns:
 @dataclass(eq=False)
 class _ActorJob:
     job_id: str
+    finishing: bool  # finish() came: the program is stopped as soon as there is one
     wake: threading.Event = dataclasses.field(default_factory=threading.Event)
     program: Iterator[BackendEvent] | None = None
 
@@ -153,6 +154,7 @@ class EngineActor:
         self._newest = -1
         self._turns = _Turns()
         self._jobs: dict[str, _ActorJob] = {}
+        self._finish_early: set[str] = set()  # finish() came before run() (a few ids at most)
         if model is not None:
             self._release(self._engine_for(model))
 
@@ -182,27 +184,36 @@ class EngineActor:
         self._release(self._engine_for(model))
 
     @ray.method(concurrency_group="control")
-    def finish(self, job_id: str) -> bool:
-        """End a live job now (its program's ``stop()``): it then yields its report. False if none runs."""
+    def finish(self, job_id: str) -> None:
+        """End a live job now (its program's ``stop()``): it then yields its report. A job whose ``run`` has
+        not started (or has no program yet) is stopped as soon as it has one."""
         with self._lock:
             job = self._jobs.get(job_id)
-        stop = getattr(job.program, "stop", None) if job is not None else None
-        if stop is None:
-            return False
-        stop()
-        return True
+            if job is None:
+                self._finish_early.add(job_id)
+                return
+            job.finishing = True
+            program = job.program
+        stop = getattr(program, "stop", None)
+        if stop is not None:
+            stop()
 
     # -- jobs -------------------------------------------------------------------------------------------------
 
     @ray.method(concurrency_group="jobs", _generator_backpressure_num_objects=EVENT_QUEUE_SIZE)
-    def run(self, spec: JobSpec, upload: bytes | None, model: ShippedModel | None) -> Iterator[BackendEvent]:
+    def run(
+        self, spec: JobSpec, upload: bytes | None, model: ShippedModel | None, finish: bool = False
+    ) -> Iterator[BackendEvent]:
         """The job's events, one per step, ending with its final event. ``spec.path`` is the upload's bare
-        name (None for a live job) and ``upload`` its bytes; the program is ``stream.programs.job_program``."""
+        name (None for a live job) and ``upload`` its bytes; the program is ``stream.programs.job_program``.
+        ``finish``: a live job's ``finish`` came before it ran: it stops at once (and reports)."""
         from stream.programs import job_program
 
         ctx = ray.get_runtime_context()
-        job = _ActorJob(spec.job_id)
+        job = _ActorJob(spec.job_id, finish)
         with self._lock:
+            job.finishing |= spec.job_id in self._finish_early
+            self._finish_early.discard(spec.job_id)
             self._jobs[spec.job_id] = job
         engine: Engine | None = None
         tmp: str | None = None
@@ -219,7 +230,12 @@ class EngineActor:
                 path.write_bytes(upload)
                 spec = dataclasses.replace(spec, path=path)
             del upload  # the bytes are on disk now; a long job need not hold them
-            job.program = job_program(spec, engine, job.wake.set, settings=self._settings)
+            program = job_program(spec, engine, job.wake.set, settings=self._settings)
+            with self._lock:
+                job.program, finishing = program, job.finishing
+            stop = getattr(program, "stop", None)
+            if finishing and stop is not None:
+                stop()
             while True:
                 while True:  # a live job waits here, holding no turn, until its next step will not block
                     job.wake.clear()

@@ -30,19 +30,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import ray
-from ray.exceptions import RayTaskError, TaskCancelledError
 
 from pipeline.config import Settings
 from stream import protocol as p
 from stream.backend import (
     EVENT_QUEUE_SIZE,
-    FINAL_EVENTS,
     BackendEvent,
     Busy,
     ClientBusy,
@@ -52,8 +48,9 @@ from stream.backend import (
     ShuttingDown,
     Stopped,
 )
-from stream.ray_actor import LOST_ERRORS, ShippedModel, first_line
-from stream.ray_pool import Member, Pool, WorkerState
+from stream.ray_actor import LOST_ERRORS, first_line
+from stream.ray_job import CANCEL_GRACE_S, JobStream, RayJob, run_attempt
+from stream.ray_pool import Pool, WorkerState
 
 if TYPE_CHECKING:
     from pipeline.engine import Engine
@@ -62,7 +59,6 @@ log = logging.getLogger("dff.ray")
 
 MAX_ATTEMPTS = 2  # a file job whose actor dies is run once more, on another actor
 RETRY_WAIT_S = 60.0  # how long a job to retry waits for an actor before it fails worker_lost
-CANCEL_GRACE_S = 5.0  # a cancelled job's stream ends by then even if its actor never answers
 # the code of a job whose worker died: stream/protocol.py's ERROR_CODES lists it
 WORKER_LOST = "worker_lost"
 PUSH_REFUSED = (
@@ -76,72 +72,6 @@ class RayDepth(Depth):
     """``Depth`` plus the pool's actors (``workers``, for /healthz)."""
 
     workers: tuple[WorkerState, ...] = ()
-
-
-class _Stream:
-    """One job's events on the event loop, at most ``size`` undelivered (a final or ``queued`` event may go
-    over). The async iterator ``submit`` returns."""
-
-    def __init__(self, size: int, taken: asyncio.Event) -> None:
-        self._items: deque[BackendEvent] = deque()
-        self._size = size
-        self._arrived = asyncio.Event()
-        self._taken = taken  # the pump's wake-up: there may be room again
-        self._ended = False
-
-    def has_room(self) -> bool:
-        return len(self._items) < self._size
-
-    def put(self, event: BackendEvent) -> None:
-        self._items.append(event)
-        self._arrived.set()
-
-    def __aiter__(self) -> _Stream:
-        return self
-
-    async def __anext__(self) -> BackendEvent:
-        if self._ended:
-            raise StopAsyncIteration
-        while not self._items:
-            self._arrived.clear()
-            await self._arrived.wait()
-        event = self._items.popleft()
-        self._taken.set()
-        self._ended = isinstance(event, FINAL_EVENTS)
-        return event
-
-
-@dataclass(eq=False)
-class _Job:
-    spec: JobSpec
-    stream: _Stream
-    changed: asyncio.Event  # admitted, cancelled, or its stream has room again
-    live: bool
-    position: int = 0
-    member: Member | None = None
-    handle: Any = None  # the actor handle the current attempt runs on
-    gen: Any = None  # its ray.ObjectRefGenerator
-    bound: bool = False  # its model is chosen (at its first admission)
-    model: ShippedModel | None = None
-    upload: Any = None  # ray.ObjectRef of the upload's bytes, kept for a retry
-    cancel_reason: str | None = None
-    attempts: int = 0
-    retry_deadline: float | None = None
-    timeout: asyncio.Timeout | None = None  # the current attempt's; a cancel shortens it to CANCEL_GRACE_S
-    sent_accepted: bool = False
-    sent_stages: set[str] = field(default_factory=set)
-    next_seq: int = 0  # frames (and live statuses) below this were delivered
-    next_status_seq: int = 0
-
-
-def _remote_spec(spec: JobSpec) -> JobSpec:
-    """What crosses to the actor: the upload's bare name, no in-process feed."""
-    return JobSpec(spec.job_id, None if spec.path is None else Path(spec.path.name), spec.request, spec.client)
-
-
-def _put_file(path: Path) -> Any:
-    """The upload's bytes into the object store (blocking: in a thread); its ObjectRef."""
-    return ray.put(path.read_bytes())
 
 
 class RayBackend:
@@ -180,8 +110,8 @@ class RayBackend:
         self._engine = engine
         self._uploading: dict[str, str | None] = {}  # job id -> client
         self._live_ids: set[str] = set()
-        self._waiting: list[_Job] = []
-        self._running: list[_Job] = []
+        self._waiting: list[RayJob] = []
+        self._running: list[RayJob] = []
         self._pumps: set[asyncio.Task[None]] = set()
         self._accepting = True
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -222,15 +152,15 @@ class RayBackend:
         self._uploading.pop(job_id, None)
         self._live_ids.discard(job_id)
 
-    def submit(self, spec: JobSpec) -> _Stream:
+    def submit(self, spec: JobSpec) -> JobStream:
         self._loop = asyncio.get_running_loop()
         changed = asyncio.Event()
-        stream = _Stream(self._event_queue_size, changed)
+        stream = JobStream(self._event_queue_size, changed)
         self._uploading.pop(spec.job_id, None)
         if not self._accepting:
             self._live_ids.discard(spec.job_id)
             raise ShuttingDown("the server is shutting down")
-        job = _Job(spec, stream, changed, live=getattr(spec.request, "live", None) is not None)
+        job = RayJob(spec, stream, changed, live=getattr(spec.request, "live", None) is not None)
         if spec.feed is not None:  # a push session's frames come over this process's connection
             self._live_ids.discard(spec.job_id)
             stream.put(Failed("bad_config", PUSH_REFUSED))
@@ -254,11 +184,9 @@ class RayBackend:
         for job in (*self._waiting, *self._running):
             if job.spec.job_id != job_id or job.cancel_reason is not None or not job.live:
                 continue
+            job.finish_requested = True  # not running yet: stopped as soon as it is (as on LocalBackend)
             if job.gen is not None and job.handle is not None:
                 job.handle.finish.remote(job_id)  # the actor calls the program's stop(): its report comes
-            else:  # not running yet: nothing was analysed, nothing to report (LocalBackend does the same)
-                self._cancel(job, "stopped")
-        self._schedule()
 
     def cancel_all(self, reason: str) -> int:
         jobs = [*self._waiting, *self._running]
@@ -351,7 +279,7 @@ class RayBackend:
                 if job.attempts == 0:  # a job to retry already told its client it runs
                     job.stream.put(p.Progress(job.spec.job_id, "queued", 0, None, position))
 
-    def _cancel(self, job: _Job, reason: str) -> None:
+    def _cancel(self, job: RayJob, reason: str) -> None:
         if job.cancel_reason is not None:
             return
         job.cancel_reason = reason
@@ -363,7 +291,7 @@ class RayBackend:
             job.timeout.reschedule(asyncio.get_running_loop().time() + CANCEL_GRACE_S)
         job.changed.set()
 
-    def _leave(self, job: _Job) -> None:
+    def _leave(self, job: RayJob) -> None:
         if job in self._waiting:
             self._waiting.remove(job)
         if job in self._running:
@@ -376,7 +304,7 @@ class RayBackend:
 
     # -- one job (event loop) -----------------------------------------------------------------------------------
 
-    async def _pump(self, job: _Job) -> None:
+    async def _pump(self, job: RayJob) -> None:
         try:
             final = await self._attempts(job)
         except Exception:  # a bug on this side: the job fails like a program that raised
@@ -387,7 +315,7 @@ class RayBackend:
             self._leave(job)
         job.stream.put(final)
 
-    async def _attempts(self, job: _Job) -> BackendEvent:
+    async def _attempts(self, job: RayJob) -> BackendEvent:
         """Run the job to its final event: wait to be admitted, follow it, retry once if its actor dies."""
         while True:
             refused = await self._admitted(job)
@@ -396,7 +324,7 @@ class RayBackend:
             assert job.member is not None
             member = job.member
             try:
-                return await self._follow(job, member)
+                return await run_attempt(job, member)
             except LOST_ERRORS as err:
                 self._pool.lost(member, job.handle, err)
                 if job.cancel_reason is not None:
@@ -414,7 +342,7 @@ class RayBackend:
                 self._waiting.insert(0, job)
                 self._schedule()
 
-    async def _admitted(self, job: _Job) -> BackendEvent | None:
+    async def _admitted(self, job: RayJob) -> BackendEvent | None:
         """Wait until ``job`` runs on an actor (None), or its end when it never will."""
         while job.member is None:
             if job.cancel_reason is not None:
@@ -431,58 +359,3 @@ class RayBackend:
             except TimeoutError:
                 pass
         return None
-
-    async def _follow(self, job: _Job, member: Member) -> BackendEvent:
-        """One attempt on ``member``: the job's events into its stream until the final one (returned)."""
-        if job.spec.path is not None and job.upload is None:
-            job.upload = await asyncio.to_thread(_put_file, job.spec.path)
-        if job.cancel_reason is not None:
-            return Stopped(job.cancel_reason)
-        job.attempts += 1
-        job.handle = member.handle
-        job.gen = member.handle.run.remote(_remote_spec(job.spec), job.upload, job.model)
-        try:
-            async with asyncio.timeout(None) as job.timeout:
-                async for ref in job.gen:
-                    event = await ref
-                    if job.cancel_reason is not None:
-                        continue  # drained until the actor let go (it was cancelled)
-                    if isinstance(event, FINAL_EVENTS):
-                        return event
-                    if self._fresh(job, event):
-                        while not job.stream.has_room() and job.cancel_reason is None:
-                            job.changed.clear()
-                            await job.changed.wait()
-                        if job.cancel_reason is None:
-                            job.stream.put(event)
-        except TaskCancelledError:
-            pass
-        except TimeoutError:
-            log.warning("job %s: its actor did not stop within %.0f s of the cancel", job.spec.job_id, CANCEL_GRACE_S)
-        except RayTaskError as err:  # run() itself raised (the actor catches what the program raises)
-            log.error("job %s: the actor's run failed: %s", job.spec.job_id, err)
-            return Failed("internal", f"internal server error (logged as job {job.spec.job_id})")
-        finally:
-            job.timeout = job.gen = None
-        if job.cancel_reason is not None:
-            return Stopped(job.cancel_reason)
-        log.error("job %s: the actor's stream ended without a final event", job.spec.job_id)
-        return Failed("internal", f"internal server error (logged as job {job.spec.job_id})")
-
-    @staticmethod
-    def _fresh(job: _Job, event: BackendEvent) -> bool:
-        """Whether the client has not had ``event`` yet (a retry runs the job again from its start)."""
-        if isinstance(event, p.Accepted):
-            fresh, job.sent_accepted = not job.sent_accepted, True
-        elif isinstance(event, p.Progress):  # a first run may send a stage's progress more than once
-            fresh = job.attempts == 1 or event.stage not in job.sent_stages
-            job.sent_stages.add(event.stage)
-        elif isinstance(event, p.FrameResult):
-            fresh = event.seq >= job.next_seq
-            job.next_seq = max(job.next_seq, event.seq + 1)
-        elif isinstance(event, p.LiveStatus):
-            fresh = event.seq >= job.next_status_seq
-            job.next_status_seq = max(job.next_status_seq, event.seq + 1)
-        else:
-            fresh = True
-        return fresh

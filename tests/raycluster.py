@@ -15,6 +15,9 @@ from ray.cluster_utils import Cluster
 # Each node's object store. The model travels as ~110 MB of checkpoint bytes (InceptionResnetV1, fp32)
 # and a model switch holds two for a moment; Ray spills to disk beyond this, it does not fail.
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
+# A node that dies without a word is declared dead after this many missed 1-s health checks (Ray's default
+# waits about half a minute, which a test of a crash would spend waiting).
+HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
 
 
 @dataclass
@@ -52,7 +55,11 @@ def local_cluster(worker_nodes: int = 1, cpus_per_node: int = 1, timeout_s: floa
     started = time.monotonic()
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": cpus_per_node, "object_store_memory": OBJECT_STORE_BYTES},
+        head_node_args={
+            "num_cpus": cpus_per_node,
+            "object_store_memory": OBJECT_STORE_BYTES,
+            "_system_config": HEALTH_CHECKS,
+        },
     )
     local = LocalCluster(cluster)
     try:

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -200,6 +201,32 @@ def test_a_model_switch_reloads_the_actors_and_running_jobs_keep_their_model(ray
     assert again.report.score == before.report.score
 
 
+def test_an_actor_killed_during_a_live_session_fails_it_clearly_and_the_pool_replaces_the_actor(ray_server):
+    async def watch_then_kill(url: str) -> list[p.Message]:
+        messages: list[p.Message] = []
+        async with connect(ray_server.ws, max_size=None) as ws:
+            await ws.recv()
+            await ws.send(p.encode(p.Watch(url=url, options=p.Options(rate_hz=2.0))))
+            async for raw in ws:
+                messages.append(p.decode(raw))
+                if isinstance(messages[-1], p.LiveStatus) and not any(isinstance(m, p.Error) for m in messages):
+                    workers = (await asyncio.to_thread(health, ray_server))["workers"]
+                    (busy,) = [w for w in workers if w["jobs"] == 1]
+                    os.kill(busy["pid"], signal.SIGKILL)  # the actor's process crashes mid-session
+                    break
+            messages.extend([p.decode(raw) async for raw in ws])
+        return messages
+
+    with TsHttpServer(LiveClip()) as stream:
+        messages = asyncio.run(watch_then_kill(stream.url()))
+    error = messages[-1]
+    assert isinstance(error, p.Error) and error.code == "worker_lost", error
+    assert "was lost" in error.message and "start the session again" in error.message
+    assert ray_server.service.jobs.get(error.job_id).state == JobState.FAILED
+    wait_for(lambda: all(w["state"] == "alive" for w in health(ray_server)["workers"]), 60)
+    assert sorted(w["restarts"] for w in health(ray_server)["workers"]) == [0, 1]
+
+
 def test_a_node_killed_mid_job_retries_its_job_on_the_other_actor_without_repeating_frames(
     ray_server, cluster, media, reference, caplog
 ):
@@ -229,13 +256,14 @@ def test_a_node_killed_mid_job_retries_its_job_on_the_other_actor_without_repeat
     retried = [r.getMessage() for r in caplog.records if "retrying it on another worker" in r.getMessage()]
     assert len(retried) == 1, retried
     lost = next(w for w in health(ray_server)["workers"] if w["node_id"] == worker_node)
-    assert lost["state"] == "restarting" and lost["restarts"] == 1, lost  # its replacement waits for room
+    assert lost["state"] == "restarting", lost  # its replacement waits for room
     assert "actor" in lost["error"], lost  # Ray's words: ActorDiedError's or ActorUnavailableError's
     # a new node: the lost actor's slot gets a new actor there, with the current model
     new_node = cluster.add_worker().node_id
     wait_for(lambda: all(w["state"] == "alive" for w in health(ray_server)["workers"]), 60)
     replaced = next(w for w in health(ray_server)["workers"] if w["name"] == lost["name"])
-    assert replaced["node_id"] == new_node and replaced["restarts"] == 1
+    # (a first replacement may have been placed on the dead node before Ray knew it was dead: it died too)
+    assert replaced["node_id"] == new_node and replaced["restarts"] >= 1
     close_to(report_of(analyze_sync(ray_server.ws, media["long"], options=options())), report_of(reference))
 
 
