@@ -148,7 +148,7 @@ class EngineActor:
         self._settings = settings
         self._device = pick_device(settings.device)
         self._lock = threading.Lock()
-        self._load_lock = threading.Lock()  # one model load at a time (each is ~110 MB and seconds)
+        self._load_lock = threading.Lock()  # one model load at a time (each is ~110 MB and a few seconds)
         self._engines: dict[int, Engine] = {}
         self._users: Counter[int] = Counter()
         self._newest = -1
@@ -273,18 +273,29 @@ class EngineActor:
     # -- engines ----------------------------------------------------------------------------------------------
 
     def _engine_for(self, model: ShippedModel) -> Engine:
-        """The engine of ``model``'s generation, opened from its bytes the first time; counted as used."""
-        with self._load_lock:
-            with self._lock:
-                engine = self._engines.get(model.generation)
-            if engine is None:
-                engine = self._open(model)
-            with self._lock:
-                self._engines[model.generation] = engine
-                self._users[model.generation] += 1
-                self._newest = max(self._newest, model.generation)
+        """The engine of ``model``'s generation, opened from its bytes the first time; counted as used (so
+        ``_close_unused`` leaves it open: the look-up and the count are one step under the lock)."""
+        generation = model.generation
+        engine = self._use(generation)
+        if engine is None:
+            with self._load_lock:  # one load at a time; a second job of that generation finds it loaded
+                engine = self._use(generation)
+                if engine is None:
+                    engine = self._open(model)
+                    with self._lock:
+                        self._engines[generation] = engine
+                        self._users[generation] += 1
+        with self._lock:
+            self._newest = max(self._newest, generation)
         self._close_unused()
         return engine
+
+    def _use(self, generation: int) -> Engine | None:
+        with self._lock:
+            engine = self._engines.get(generation)
+            if engine is not None:
+                self._users[generation] += 1
+            return engine
 
     def _open(self, model: ShippedModel) -> Engine:
         blob: bytes = ray.get(model.blob)

@@ -10,12 +10,13 @@ A job is admitted to the alive actor with the fewest jobs; an actor runs several
 taking turns on its engine (stream/ray_actor.py), so spreading ``max_jobs`` over the pool changes what a
 client sees only in speed. A job binds the model that is current when it is first admitted.
 
-One asyncio task per job (its pump) does the job's work on the event loop and never blocks it: it reads
-the upload and ``ray.put``s it in a thread, calls the actor's streaming generator, ``await``s each event
-and puts it into the job's bounded stream; while the stream is full it stops pulling, and Ray's generator
-backpressure pauses the actor. ``cancel`` ``ray.cancel``s the generator: the actor stops within one step
-and the stream ends ``Stopped(reason)`` (after ``CANCEL_GRACE_S`` it ends anyway). Events that come after
-a cancel are dropped, a late final one too, as on LocalBackend.
+One asyncio task per job (its pump) does the job's work on the event loop and never blocks it: it waits
+to be admitted, then runs attempts (stream/ray_job.py: the upload ``ray.put`` in a thread, the actor's
+streaming generator iterated with ``await``, each event into the job's bounded stream; while the stream
+is full it stops pulling, and Ray's generator backpressure pauses the actor). ``cancel`` ``ray.cancel``s
+the generator: the actor stops within one step and the stream ends ``Stopped(reason)`` (after
+``CANCEL_GRACE_S`` it ends anyway). Events that come after a cancel are dropped, a late final one too, as
+on LocalBackend.
 
 Faults: an actor (or its node) that dies mid-job fails its generator with a RayActorError. A file job is
 then retried once, from the start, on another actor, and what its client already got is not sent again

@@ -120,18 +120,25 @@ class Pool:
         self._model = None if engine is None else ship_model(engine, 0)
         with self._cond:
             self._members = [Member(i, *self._spawn()) for i in range(settings.ray_actors)]
-            refs = [m.ready for m in self._members]
-        first, _ = ray.wait(refs, num_returns=1, timeout=START_TIMEOUT_S)
-        if not first:
-            per_actor = "1 GPU" if use_gpu else f"{settings.ray_actor_cpus:g} CPU"
-            raise ConfigError(
-                f"no Ray actor came up within {START_TIMEOUT_S:.0f} s: does the cluster have room for an actor "
-                f"with {per_actor} (DFF_RAY_ACTOR_CPUS)? Cluster resources: {ray.cluster_resources()}"
-            )
-        ray.wait(refs, num_returns=len(refs), timeout=START_REST_S)
-        now = time.monotonic()
-        for member in list(self._members):
-            self._tend(member, now)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not any(m.state == "alive" for m in self._members):
+            pending = [m.ready for m in self._members if m.ready is not None]
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:  # every actor failed, or none found room
+                per_actor = "1 GPU" if use_gpu else f"{settings.ray_actor_cpus:g} CPU (DFF_RAY_ACTOR_CPUS)"
+                errors = sorted({m.error for m in self._members if m.error}) or [
+                    f"none came up within {START_TIMEOUT_S:.0f} s; does the cluster have room for an actor with "
+                    f"{per_actor}? Its resources: {ray.cluster_resources()}"
+                ]
+                raise ConfigError(f"no Ray actor for the analysis started: {'; '.join(errors)}")
+            ray.wait(pending, num_returns=1, timeout=left)
+            for member in list(self._members):
+                self._tend(member, time.monotonic())
+        pending = [m.ready for m in self._members if m.ready is not None]
+        if pending:  # the others get a little longer; the pool's thread brings up late ones anyway
+            ray.wait(pending, num_returns=len(pending), timeout=START_REST_S)
+            for member in list(self._members):
+                self._tend(member, time.monotonic())
         self._thread.start()
 
     def _spawn(self) -> tuple[Any, Any]:

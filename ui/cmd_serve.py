@@ -117,12 +117,37 @@ SERVE_FLAGS = (
 )
 
 
+# scale-out (README "Scale-out on Ray"): where jobs run; added to the parser by ``add_scale_out_flags``
+SCALE_OUT_FLAGS = ("backend", "ray_address", "ray_actors")
+
+
+def add_scale_out_flags(parser: argparse.ArgumentParser) -> None:
+    """``--backend``, ``--ray-address``, ``--ray-actors`` (each overrides its DFF_ variable when given)."""
+    group = parser.add_argument_group("scale-out (each flag overrides its DFF_ variable, e.g. DFF_BACKEND)")
+    group.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        help="where jobs run: 'local' = a worker thread in this process (default), 'ray' = actors on a Ray "
+        "cluster, one model each (needs pip install 'deepfake-forensics[ray]')",
+    )
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="the Ray cluster: 'auto' = the one `ray start` runs on this machine, or HOST:PORT of its head; "
+        "default: start a Ray of our own on this machine",
+    )
+    group.add_argument(
+        "--ray-actors", type=int, metavar="N", help="engine actors in the pool, each holding one model (default 2)"
+    )
+
+
 def serve_settings(args: argparse.Namespace):  # -> pipeline.config.Settings
     """The server's Settings: ``DFF_*`` variables, then the analysis flags, then the serve flags given.
     ConfigError (a DffError) names the first bad value."""
     import dataclasses
 
     given = {name: getattr(args, name) for name in SERVE_FLAGS}
+    given |= {name: getattr(args, name, None) for name in SCALE_OUT_FLAGS}  # None: the parser lacks them
     given["keep_uploads"] = given["keep_uploads"] or None  # store_true: absent must not mean False
     return dataclasses.replace(settings_from_args(args), **{k: v for k, v in given.items() if v is not None})
 

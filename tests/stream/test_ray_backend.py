@@ -9,10 +9,12 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from stream import protocol as p
 from stream.state import JobState
 from tests.livemedia import LiveClip, TsHttpServer
 from tests.raycluster import LocalCluster, local_cluster
-from tests.servers import Served, serving
+from tests.servers import SERVE_SCRIPT, Served, serving
 from tests.stream.conftest import analyze_sync, collect, get_json, http, make_settings, wait_for
 from tests.stream.test_live_server import watch_session
 from ui.client import analyze_file
@@ -54,7 +56,7 @@ def ray_models(tmp_path_factory, models_dir) -> Path:
 def ray_server(cluster: LocalCluster, tmp_path_factory, ray_models) -> Any:
     settings = make_settings(
         tmp_path_factory.mktemp("ray_server"), ray_models, backend="ray", ray_address=cluster.address,
-        ray_actors=2, ray_actor_cpus=1, shutdown_grace_s=0,
+        ray_actors=2, ray_actor_cpus=1, shutdown_grace_s=0, max_jobs=2, max_queue=1,
     )  # fmt: skip
     with serving(settings) as served:
         wait_for(lambda: [w["state"] for w in health(served)["workers"]] == ["alive", "alive"], 60)
@@ -113,7 +115,7 @@ def test_healthz_shows_one_alive_actor_per_node(ray_server, cluster):
     assert [w["name"] for w in workers] == ["engine-0", "engine-1"]
     assert all(w["state"] == "alive" and w["jobs"] == 0 and w["device"] == "cpu" for w in workers)
     assert {w["node_id"] for w in workers} == {cluster.head_node_id, cluster.workers[0].node_id}
-    assert body["queue"] == {"uploading": 0, "waiting": 0, "running": 0, "capacity": 12}
+    assert body["queue"] == {"uploading": 0, "waiting": 0, "running": 0, "capacity": 3}
 
 
 def test_the_same_clip_gives_the_same_report_as_the_local_backend_streamed_frame_by_frame(ray_server, media, reference):
@@ -128,6 +130,35 @@ def test_the_same_clip_gives_the_same_report_as_the_local_backend_streamed_frame
     done_time = timed[-1][0]
     assert done_time - frame_times[0] > 0.3, (frame_times, done_time)
     assert len({round(t, 2) for t in frame_times}) >= 8, frame_times
+
+
+def test_jobs_beyond_max_jobs_wait_their_turn_and_a_full_queue_says_busy(ray_server, media):
+    async def scenario() -> tuple[list[list[tuple[float, p.Message]]], list[p.Message]]:
+        running = [analyze_file(media["long"], ray_server.ws, options=options()) for _ in range(2)]
+        heads = [[], []]
+        for run, head in zip(running, heads, strict=True):  # max_jobs = 2: both run, one per actor
+            async for message in run:
+                head.append((time.monotonic(), message))
+                if isinstance(message, p.FrameResult):
+                    break
+        waiting = asyncio.create_task(collect(ray_server.ws, media["short"]))
+        await asyncio.sleep(0.5)  # it is queued (max_queue = 1): the next one is refused
+        refused = [m async for m in analyze_file(media["short"], ray_server.ws)]
+        rests = await asyncio.gather(*(_timed(run) for run in running))
+        return [head + rest for head, rest in zip(heads, rests, strict=True)] + [await waiting], refused
+
+    (first, second, third), refused = asyncio.run(scenario())
+    assert [m.TYPE for m in refused] == ["hello", "error"] and refused[-1].code == "busy", refused
+    assert all(isinstance(run[-1][1], p.Done) for run in (first, second, third))
+    queued = [m for _, m in third if isinstance(m, p.Progress) and m.stage == "queued"]
+    assert [m.queue_position for m in queued] == [0]
+    accepted_at = next(t for t, m in third if isinstance(m, p.Accepted))
+    last_frames = [max(t for t, m in run if isinstance(m, p.FrameResult)) for run in (first, second)]
+    assert accepted_at > min(last_frames)  # it ran once one of the two had ended
+
+
+async def _timed(messages) -> list[tuple[float, p.Message]]:
+    return [(time.monotonic(), m) async for m in messages]
 
 
 def test_a_client_that_disconnects_cancels_its_job_and_frees_the_actor_within_a_second_or_so(ray_server, media):
@@ -291,6 +322,51 @@ def test_shutdown_interrupts_the_running_job_and_gives_the_actors_back(ray_serve
     assert isinstance(error, p.Error) and error.code == "interrupted", error
     assert ray.is_initialized()  # the backend did not start this Ray, so it left it running
     wait_for(lambda: ray.available_resources().get("CPU", 0) == 2, 30)  # both actors' CPUs are free again
+
+
+def _ray_processes(marker: str) -> list[str]:
+    """Command lines of this machine's processes that mention ``marker`` (a Ray temp dir)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if marker in text:
+            found.append(text)
+    return found
+
+
+def test_the_server_on_a_ray_of_its_own_starts_it_and_shuts_it_down_on_sigterm():
+    ray_tmp = tempfile.mkdtemp(prefix="dffray", dir="/tmp")  # short: Ray's socket paths live under it
+    data = tempfile.mkdtemp(prefix="dffdata")
+    env = {**os.environ, "DFF_BACKEND": "ray", "DFF_RAY_ACTORS": "1", "RAY_TMPDIR": ray_tmp}
+    env.pop("DFF_RAY_ADDRESS", None)
+    env |= {"DFF_PORT": "0", "DFF_DATA_DIR": data, "DFF_DEVICE": "cpu"}  # no model: this is about Ray alone
+    script = SERVE_SCRIPT.replace("log_level='warning'", "log_level='info'")  # `dff serve` without the page
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines, port, deadline = [], None, time.monotonic() + 120
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line, "dff serve exited early:\n" + "".join(lines)
+            lines.append(line)
+            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        status, body = get_json(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200 and [w["state"] for w in body["workers"]] == ["alive"], body
+        assert _ray_processes(ray_tmp), "no Ray processes of its own"
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = "".join(lines) + rest
+    assert proc.returncode in (0, -signal.SIGTERM), log
+    assert "Application shutdown complete" in log and "Traceback" not in log, log
+    wait_for(lambda: not _ray_processes(ray_tmp), 30)  # the Ray it started is shut down with it
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def test_the_default_path_never_imports_ray(tmp_path):
