@@ -40,7 +40,8 @@ from stream import protocol as p
 from stream.backend import Failed, Finished, JobSpec, Stopped
 from stream.programs import JobRequest
 from stream.ray_actor import LOST_ERRORS, first_line
-from stream.ray_backend import CANCEL_GRACE_S, MAX_ATTEMPTS, WORKER_LOST
+from stream.ray_backend import MAX_ATTEMPTS, WORKER_LOST
+from stream.ray_job import CANCEL_GRACE_S
 from stream.ray_pool import Member, Pool, WorkerState
 
 log = logging.getLogger("dff.ray_scan")
@@ -176,7 +177,8 @@ class RayScanner:
             return
         if not ray.is_initialized():
             extra = {"include_dashboard": False} if self._settings.ray_address is None else {}
-            ray.init(address=self._settings.ray_address, **extra)
+            # Ray's own INFO lines ("Connecting to ...") would interleave with the verdict lines
+            ray.init(address=self._settings.ray_address, logging_level=logging.WARNING, **extra)
             self._started_ray = True
         self._pool = Pool(self._settings, self._jobs_per_actor, on_change=self._wake.set)
         try:
