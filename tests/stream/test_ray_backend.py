@@ -389,3 +389,18 @@ def test_the_default_path_never_imports_ray(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[-2] == "LocalBackend []", out.stdout
+
+
+def test_dff_serve_flags_choose_the_ray_backend(monkeypatch):
+    from ui.cli import build_parser
+    from ui.cmd_serve import serve_settings
+
+    for name in ("DFF_BACKEND", "DFF_RAY_ADDRESS", "DFF_RAY_ACTORS"):
+        monkeypatch.delenv(name, raising=False)
+    args = build_parser().parse_args(["serve", "--backend", "ray", "--ray-address", "auto", "--ray-actors", "3"])
+    settings = serve_settings(args)
+    assert (settings.backend, settings.ray_address, settings.ray_actors) == ("ray", "auto", 3)
+    defaults = serve_settings(build_parser().parse_args(["serve"]))
+    assert (defaults.backend, defaults.ray_address, defaults.ray_actors) == ("local", None, 2)
+    monkeypatch.setenv("DFF_BACKEND", "ray")  # the variable still works when the flag is absent
+    assert serve_settings(build_parser().parse_args(["serve"])).backend == "ray"
