@@ -14,7 +14,7 @@ from typing import TextIO
 from pipeline.config import PRECISIONS, Settings
 from pipeline.threads import apply_entry_thread_environment
 from pipeline.types import SampleMode
-from ui import cmd_analyze, cmd_models, cmd_serve, cmd_watch
+from ui import cmd_analyze, cmd_models, cmd_scan_ray, cmd_serve, cmd_watch
 from ui.cmd_flags import add_sampling_flags, add_strategy_flag
 
 
@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="after an internal error's one-line reason, print its traceback"
     )
     _add_analysis_options(scan)
-    scan.set_defaults(func=cmd_analyze.scan)
+    cmd_scan_ray.add_arguments(scan)  # --ray, --ray-address, --ray-actors
+    scan.set_defaults(func=cmd_scan_ray.scan)  # --ray: on Ray (ui/cmd_scan_ray.py); else cmd_analyze.scan, unchanged
 
     serve = sub.add_parser(
         "serve",
