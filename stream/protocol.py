@@ -103,6 +103,7 @@ ERROR_CODES: dict[str, str] = {
     "interrupted": "the server stopped before the job finished; frames so far are stored",
     "cancelled": "every client left the job, so it was stopped; frames so far are stored",
     "internal": "a server bug; details are in the server log, never on the wire",
+    "worker_lost": "the Ray actor (or node) running the job died; a live session or a second loss is not retried",
     # live sources
     "unsupported_source": "a live URL this server will not open (its scheme is not allowed, or it is malformed)",
     "source_unavailable": "the live source could not be opened, or broke and did not come back",

@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _add_analysis_options(serve)
+    cmd_serve.add_scale_out_flags(serve)  # --backend, --ray-address, --ray-actors
     serve.set_defaults(func=cmd_serve.serve)
 
     client = sub.add_parser(
