@@ -39,7 +39,7 @@ head messages and the final message; per watcher: its queue's byte budget.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -63,6 +63,37 @@ class ClientBusy(Busy):
 
 class ShuttingDown(Exception):
     """The backend takes no new jobs."""
+
+
+def check_slot(
+    *,
+    accepting: bool,
+    live: bool,
+    live_held: int,
+    max_live: int,
+    held: Sequence[str | None],
+    client: str | None,
+    max_jobs: int,
+    max_queue: int,
+    max_per_client: int,
+) -> None:
+    """The admission rule every backend keeps for a new job (``reserve``): raises ShuttingDown, Busy (the
+    queue is full, or ``max_live`` live sessions hold slots) or ClientBusy (``client`` holds its share).
+    ``held``: the client of every job uploading, waiting or running; ``live_held``: live jobs among them."""
+    if not accepting:
+        raise ShuttingDown("the server is shutting down")
+    if live and live_held >= max_live:
+        raise Busy(f"{live_held} live sessions are running (limit {max_live}, DFF_MAX_LIVE_JOBS)")
+    limit = max_jobs + max_queue
+    if len(held) >= limit:
+        raise Busy(f"{len(held)} jobs are uploading, waiting or running (limit {limit})")
+    if max_per_client and client is not None:
+        mine = list(held).count(client)
+        if mine >= max_per_client:
+            raise ClientBusy(
+                f"this client ({client}) already has {mine} jobs uploading, waiting or running "
+                f"(limit {max_per_client} per client)"
+            )
 
 
 @dataclass(frozen=True, slots=True)

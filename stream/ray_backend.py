@@ -41,13 +41,12 @@ from stream import protocol as p
 from stream.backend import (
     EVENT_QUEUE_SIZE,
     BackendEvent,
-    Busy,
-    ClientBusy,
     Depth,
     Failed,
     JobSpec,
     ShuttingDown,
     Stopped,
+    check_slot,
 )
 from stream.ray_actor import LOST_ERRORS, first_line
 from stream.ray_job import CANCEL_GRACE_S, JobStream, RayJob, run_attempt
@@ -129,22 +128,17 @@ class RayBackend:
 
     def reserve(self, job_id: str, client: str | None, *, live: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
-        if not self._accepting:
-            raise ShuttingDown("the server is shutting down")
-        if live and len(self._live_ids) >= self.max_live:
-            n = len(self._live_ids)
-            raise Busy(f"{n} live sessions are running (limit {self.max_live}, DFF_MAX_LIVE_JOBS)")
-        held = [*self._uploading.values(), *(j.spec.client for j in (*self._waiting, *self._running))]
-        limit = self.max_jobs + self.max_queue
-        if len(held) >= limit:
-            raise Busy(f"{len(held)} jobs are uploading, waiting or running (limit {limit})")
-        if self.max_per_client and client is not None:
-            mine = held.count(client)
-            if mine >= self.max_per_client:
-                raise ClientBusy(
-                    f"this client ({client}) already has {mine} jobs uploading, waiting or running "
-                    f"(limit {self.max_per_client} per client)"
-                )
+        check_slot(
+            accepting=self._accepting,
+            live=live,
+            live_held=len(self._live_ids),
+            max_live=self.max_live,
+            held=[*self._uploading.values(), *(j.spec.client for j in (*self._waiting, *self._running))],
+            client=client,
+            max_jobs=self.max_jobs,
+            max_queue=self.max_queue,
+            max_per_client=self.max_per_client,
+        )
         self._uploading[job_id] = client
         if live:
             self._live_ids.add(job_id)

@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +141,29 @@ _ROW_COLUMNS = (
     "id, status, created_s, finished_s, name, size_bytes, media_sha256, model_name, model_sha256, "
     "label, score, n_frames, error_code, error_message, kind"
 )
+
+
+def frame_rows(rows: Iterable[Mapping[str, Any]]) -> list[FrameRow]:
+    """Stored ``frames`` rows (idx, time_s, score, faces_json) -> FrameRows (both stores read them so)."""
+    return [
+        FrameRow(
+            r["idx"],
+            r["time_s"],
+            r["score"],
+            tuple(
+                FaceRow(f["face_index"], tuple(f["xyxy"]), f["detector_prob"], f["fake_prob"], f["track_id"])
+                for f in json.loads(r["faces_json"])
+            ),
+        )
+        for r in rows
+    ]
+
+
+def job_page(rows: Sequence[Mapping[str, Any]], limit: int) -> tuple[list[JobRow], int | None]:
+    """``limit + 1`` rows (``seq`` + the row columns, newest first) -> one page and the next page's cursor."""
+    page = rows[:limit]
+    cursor = page[-1]["seq"] if len(rows) > limit else None
+    return [JobRow(**{k: v for k, v in r.items() if k != "seq"}) for r in page], cursor
 
 
 def _face_dict(face: Any) -> dict[str, Any]:
@@ -296,18 +319,7 @@ class Store:
             "SELECT idx, time_s, score, faces_json FROM frames WHERE job_id=? ORDER BY idx LIMIT ? OFFSET ?",
             (job_id, limit, offset),
         )
-        return [
-            FrameRow(
-                r["idx"],
-                r["time_s"],
-                r["score"],
-                tuple(
-                    FaceRow(f["face_index"], tuple(f["xyxy"]), f["detector_prob"], f["fake_prob"], f["track_id"])
-                    for f in json.loads(r["faces_json"])
-                ),
-            )
-            for r in rows
-        ]
+        return frame_rows(rows)
 
     def list_jobs(self, limit: int, before: int | None = None) -> tuple[list[JobRow], int | None]:
         """Newest first, ``limit`` rows older than the ``before`` cursor; returns (rows, next cursor or None)."""
@@ -317,9 +329,7 @@ class Store:
             rows = self._read(
                 f"SELECT seq, {_ROW_COLUMNS} FROM jobs WHERE seq < ? ORDER BY seq DESC LIMIT ?", (before, limit + 1)
             )
-        page = rows[:limit]
-        cursor = page[-1]["seq"] if len(rows) > limit else None
-        return [JobRow(**{k: r[k] for k in r.keys() if k != "seq"}) for r in page], cursor
+        return job_page([dict(r) for r in rows], limit)
 
     def delete(self, job_id: str) -> bool:
         """Delete a job, its frames and report; False when there was no such job."""

@@ -38,9 +38,19 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from pipeline.report import report_to_dict
-from pipeline.types import FaceRow, FrameRow, Report
+from pipeline.types import FrameRow, Report
 from stream.state import ENDS_WITHOUT_REPORT, JobState
-from stream.store import _ROW_COLUMNS, _UNCHANGED, SCHEMA_VERSION, JobRow, Status, StoreError, _face_dict
+from stream.store import (
+    _ROW_COLUMNS,
+    _UNCHANGED,
+    SCHEMA_VERSION,
+    JobRow,
+    Status,
+    StoreError,
+    _face_dict,
+    frame_rows,
+    job_page,
+)
 
 log = logging.getLogger("dff.store")
 
@@ -303,18 +313,7 @@ class PgStore:
             "SELECT idx, time_s, score, faces_json FROM frames WHERE job_id=%s ORDER BY idx LIMIT %s OFFSET %s",
             (job_id, limit, offset),
         )
-        return [
-            FrameRow(
-                r["idx"],
-                r["time_s"],
-                r["score"],
-                tuple(
-                    FaceRow(f["face_index"], tuple(f["xyxy"]), f["detector_prob"], f["fake_prob"], f["track_id"])
-                    for f in json.loads(r["faces_json"])
-                ),
-            )
-            for r in rows
-        ]
+        return frame_rows(rows)
 
     def list_jobs(self, limit: int, before: int | None = None) -> tuple[list[JobRow], int | None]:
         """Newest first, ``limit`` rows older than the ``before`` cursor; returns (rows, next cursor or None)."""
@@ -324,9 +323,7 @@ class PgStore:
             rows = self._read(
                 f"SELECT seq, {_ROW_COLUMNS} FROM jobs WHERE seq < %s ORDER BY seq DESC LIMIT %s", (before, limit + 1)
             )
-        page = rows[:limit]
-        cursor = page[-1]["seq"] if len(rows) > limit else None
-        return [JobRow(**{k: v for k, v in r.items() if k != "seq"}) for r in page], cursor
+        return job_page(rows, limit)
 
     def delete(self, job_id: str) -> bool:
         """Delete a job, its frames and report; False when there was no such job."""
