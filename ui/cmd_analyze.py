@@ -9,7 +9,10 @@ import os
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:  # the engine imports torch: only for the type hints, never at --help
+    from pipeline.engine import Engine
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -111,6 +114,21 @@ def report_stems(paths: Sequence[Path]) -> list[str]:
     return stems
 
 
+def prepare_outputs(args: argparse.Namespace, engine: Engine, err: TextIO) -> bool:
+    """Before a scan: warn of an untrained model, make the ``--json``/``--csv`` folders; False (told on
+    ``err``) when a folder cannot be made."""
+    if engine.info.untrained:
+        print("dff scan: UNTRAINED MODEL — scores are random and mean nothing (--allow-untrained)", file=err)
+    for directory in (args.json, args.csv):
+        if directory is not None:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                print(f"dff scan: cannot create {directory}: {e.strerror or e}", file=err)
+                return False
+    return True
+
+
 def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Analyse each file in turn. Any failure of one file (bad media, an internal error, a report that
     cannot be written) becomes that file's one line ``name: error: reason`` and the next file still runs;
@@ -124,15 +142,8 @@ def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (ModelError, DffError) as e:
         print(f"dff scan: {e}", file=err)
         return EXIT_USAGE
-    if engine.info.untrained:
-        print("dff scan: UNTRAINED MODEL — scores are random and mean nothing (--allow-untrained)", file=err)
-    for directory in (args.json, args.csv):
-        if directory is not None:
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                print(f"dff scan: cannot create {directory}: {e.strerror or e}", file=err)
-                return EXIT_USAGE
+    if not prepare_outputs(args, engine, err):
+        return EXIT_USAGE
 
     failed = 0
     stems = report_stems(args.files)

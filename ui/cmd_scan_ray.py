@@ -209,15 +209,8 @@ def scan_ray(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"dff scan: {e}", file=err)
         return EXIT_USAGE
     with engine:
-        if engine.info.untrained:
-            print("dff scan: UNTRAINED MODEL — scores are random and mean nothing (--allow-untrained)", file=err)
-        for directory in (args.json, args.csv):
-            if directory is not None:
-                try:
-                    directory.mkdir(parents=True, exist_ok=True)
-                except OSError as e:
-                    print(f"dff scan: cannot create {directory}: {e.strerror or e}", file=err)
-                    return EXIT_USAGE
+        if not cmd_analyze.prepare_outputs(args, engine, err):
+            return EXIT_USAGE
         try:
             return _scan_files(files, settings, engine, request, args, out, err)
         except KeyboardInterrupt:

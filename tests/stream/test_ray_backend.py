@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ from pipeline.models import build_model, file_sha256, save_checkpoint
 from stream import protocol as p
 from stream.state import JobState
 from tests.livemedia import LiveClip, TsHttpServer
-from tests.raycluster import LocalCluster, local_cluster
+from tests.raycluster import LocalCluster, close_to, local_cluster
 from tests.servers import SERVE_SCRIPT, Served, serving
 from tests.stream.conftest import analyze_sync, collect, get_json, http, make_settings, wait_for
 from tests.stream.test_live_server import watch_session
@@ -34,8 +33,6 @@ from ui.client import analyze_file
 
 pytestmark = pytest.mark.timeout(240)
 EVERY_S = 0.25  # the long clip (4 s) gives 16 frames: a job lasts long enough to act on it mid-way
-SCORE_TOL = 1e-6
-BOX_TOL_PX = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -71,25 +68,6 @@ def health(served: Served) -> dict[str, Any]:
 
 def options() -> p.Options:
     return p.Options(every_s=EVERY_S)
-
-
-def close_to(a: Any, b: Any, where: str = "report") -> None:
-    """``a == b`` with probabilities and scores to 1e-6 and face boxes to 1e-3 px. Measured: scores equal
-    exactly; MTCNN's boxes differ by up to 3e-5 px (a few float32 steps), as the actor's torch runs on the
-    one CPU it reserved and the local backend's on two, which sums in another order."""
-    if isinstance(a, float) and isinstance(b, (float, int)):
-        tol = BOX_TOL_PX if ".xyxy" in where else SCORE_TOL
-        assert math.isclose(a, b, rel_tol=0, abs_tol=tol), f"{where}: {a} != {b}"
-    elif isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
-        for key in a:
-            close_to(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list) and isinstance(b, list):
-        assert len(a) == len(b), f"{where}: {len(a)} items != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            close_to(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def report_of(messages: list[p.Message]) -> dict[str, Any]:

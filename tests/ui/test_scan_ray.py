@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import signal
@@ -32,15 +31,13 @@ from stream import protocol as p
 from stream.ray_scan import CANCEL_GRACE_S, RayScanner, RunningFile, ScanFailed, Scanned
 from stream.service import resolve_options
 from tests.media import astronaut, face_scene, moving_faces_clip
-from tests.raycluster import local_cluster
+from tests.raycluster import close_to, local_cluster
 from ui.cli import main
 from ui.cmd_scan_ray import ReportIndex, input_files, path_stem, plan_resume, report_stem
 
 pytestmark = pytest.mark.timeout(180)
 EVERY_S = 0.5  # the 4 s clip gives 8 frames: a few seconds on one CPU, time to act on it mid-way
 CAP_MB = 0.25  # DFF_MAX_UPLOAD_MB of these tests: huge.mp4 is over it, the real media far under
-SCORE_TOL = 1e-6
-BOX_TOL_PX = 1e-3  # MTCNN's boxes move by a few float32 steps between 1 and 2 torch threads
 
 
 @contextmanager
@@ -65,23 +62,6 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     code = main(list(argv), out=out, err=err)
     return code, out.getvalue(), err.getvalue()
-
-
-def close_to(a: Any, b: Any, where: str = "report") -> None:
-    """``a == b`` with probabilities and scores to 1e-6, face boxes to 1e-3 px."""
-    if isinstance(a, float) and isinstance(b, (float, int)):
-        tol = BOX_TOL_PX if ".xyxy" in where else SCORE_TOL
-        assert math.isclose(a, b, rel_tol=0, abs_tol=tol), f"{where}: {a} != {b}"
-    elif isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
-        for key in a:
-            close_to(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list) and isinstance(b, list):
-        assert len(a) == len(b), f"{where}: {len(a)} items != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            close_to(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def reports_in(directory: Path) -> dict[str, dict[str, Any]]:
