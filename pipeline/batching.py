@@ -29,15 +29,33 @@ call). No face is dropped or scored twice. Input is pulled lazily, one frame at 
    called with rules 1-5 alone (4 frames = 3 s of video decoded and detected, then 12 faces) and 0.23-0.31
    s with rule 0 (1 frame, 3 faces; ~0.5 s in a fresh process); throughput is unchanged (one batch of 3
    instead of 12, once per video).
+
+:class:`SharedBatches` (a Ray actor's jobs, stream/ray_actor.py) lets faces from *concurrent* jobs share one
+classify+CAM call. Each job's thread runs its steps inside ``step()`` (the engine's turn: one step at a
+time, FIFO, :class:`Turns`) and its ``score`` calls (what rules 0-4 above flush, at most ``classify_batch``
+faces each) go to ``SharedBatches.score``, which gives the turn up while it waits:
+
+S1. A call is a *request*; requests wait in arrival order and are never split: each job's faces come back
+    from one call, in its own order, so rules 0-5 hold for each job as they are.
+S2. The oldest request's thread is the *leader*. It starts the batch as soon as (a) the waiting faces reach
+    ``max_faces``, or (b) every thread now inside ``step()`` is waiting here (nobody else can add a face:
+    one job alone never waits), or (c) its request has waited ``gather_s``: the latency a job may lose to
+    batching, on top of the other jobs' share of the engine.
+S3. The leader takes the turn, then the oldest requests whose faces fit in ``max_faces`` (its own always
+    goes), scores them in one call and hands each request its results.
+S4. A shared call that raises is run again request by request, so an error reaches only the job whose
+    faces caused it. No face is dropped or scored twice; ``score`` is never called with no faces.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -216,3 +234,173 @@ def prefetch(items: Iterable[T], depth: int) -> Generator[T, None, None]:
     finally:
         stop.set()
         thread.join()
+
+
+class Turns:
+    """A FIFO lock: threads get the engine in the order they asked (``threading.Lock`` is not fair, and a
+    thread that re-acquires at once could starve the others)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
+
+    @property
+    def queued(self) -> int:
+        """Threads holding the turn or waiting for it."""
+        with self._cond:
+            return len(self._queue)
+
+    def acquire(self) -> None:
+        me = object()
+        with self._cond:
+            self._queue.append(me)
+            while self._queue[0] is not me:
+                self._cond.wait()
+
+    def release(self) -> None:
+        with self._cond:
+            self._queue.popleft()
+            self._cond.notify_all()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    """One job's ``score`` call waiting for a shared batch (``since``: monotonic seconds)."""
+
+    crops: Sequence[np.ndarray]
+    boxes: Sequence[FaceBox]
+    since: float
+    done: bool = False
+    results: list[FaceScore] = field(default_factory=list)
+    error: Exception | None = None
+
+
+class SharedBatches:
+    """Faces of concurrent jobs scored together (rules S1-S4 in the module docstring).
+
+    ``score``: the engine's classifier (one call at a time: it runs only inside the turn). ``turns``: the
+    engine's lock, shared with whatever else steps on it. ``max_faces``: faces per shared call (>= 1);
+    ``gather_s``: how long the oldest request waits for others (>= 0 seconds).
+    """
+
+    def __init__(
+        self,
+        score: ScoreFn,
+        turns: Turns,
+        *,
+        max_faces: int,
+        gather_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1 faces, got {max_faces}")
+        if gather_s < 0:
+            raise ValueError(f"gather_s must be >= 0 seconds, got {gather_s}")
+        self._score = score
+        self._turns = turns
+        self._max_faces = max_faces
+        self._gather_s = gather_s
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._waiting: deque[_Request] = deque()
+        self._stepping = 0
+        self.calls = 0  # shared calls made (for tests and the bench)
+        self.faces = 0  # faces scored in them
+
+    @property
+    def stepping(self) -> int:
+        """Threads inside ``step()`` now (holding the turn, waiting for it, or waiting here)."""
+        with self._cond:
+            return self._stepping
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """One step of a job: holds the turn, and counts this thread as one that may still add faces."""
+        with self._cond:
+            self._stepping += 1
+        try:
+            with self._turns:
+                yield
+        finally:
+            with self._cond:
+                self._stepping -= 1
+                self._cond.notify_all()  # a leader may be waiting for this thread (rule S2 b)
+
+    def score(self, crops: Sequence[np.ndarray], boxes: Sequence[FaceBox]) -> list[FaceScore]:
+        """A ``ScoreFn`` for one job's thread, called inside ``step()``: the results of ``crops``, scored in
+        a batch shared with other jobs' faces. Returns holding the turn, as it was called."""
+        if not crops:
+            return []
+        request = _Request(crops, boxes, self._clock())
+        with self._cond:
+            self._waiting.append(request)
+            self._cond.notify_all()
+        self._turns.release()
+        try:
+            leader = self._wait(request)
+        finally:
+            self._turns.acquire()
+        if leader:
+            with self._cond:
+                batch = self._take()
+            self._run(batch)
+            with self._cond:
+                self._cond.notify_all()
+        if request.error is not None:
+            raise request.error
+        return request.results
+
+    def _wait(self, request: _Request) -> bool:
+        """Block until ``request`` is scored (False) or its thread is to lead a batch (True, rule S2)."""
+        with self._cond:
+            while not request.done:
+                if self._waiting[0] is request:
+                    left = request.since + self._gather_s - self._clock()
+                    faces = sum(len(r.crops) for r in self._waiting)
+                    if faces >= self._max_faces or len(self._waiting) >= self._stepping or left <= 0:
+                        return True
+                    self._cond.wait(left)
+                else:
+                    self._cond.wait()
+            return False
+
+    def _take(self) -> list[_Request]:
+        """Pop the oldest requests whose faces fit in ``max_faces`` (the first always goes; rule S3)."""
+        batch = [self._waiting.popleft()]
+        faces = len(batch[0].crops)
+        while self._waiting and faces + len(self._waiting[0].crops) <= self._max_faces:
+            faces += len(self._waiting[0].crops)
+            batch.append(self._waiting.popleft())
+        return batch
+
+    def _run(self, batch: list[_Request]) -> None:
+        """Score ``batch`` in one call (rule S3), or request by request if that call raises (rule S4)."""
+        try:
+            results = self._call([c for r in batch for c in r.crops], [b for r in batch for b in r.boxes])
+        except Exception as err:
+            if len(batch) == 1:
+                batch[0].error = err
+            else:
+                for request in batch:
+                    self._run([request])
+        else:
+            start = 0
+            for request in batch:
+                request.results = results[start : start + len(request.crops)]
+                start += len(request.crops)
+        for request in batch:
+            request.done = True
+
+    def _call(self, crops: list[np.ndarray], boxes: list[FaceBox]) -> list[FaceScore]:
+        results = self._score(crops, boxes)
+        if len(results) != len(crops):
+            raise RuntimeError(f"score returned {len(results)} results for a batch of {len(crops)} faces")
+        self.calls += 1
+        self.faces += len(crops)
+        return results

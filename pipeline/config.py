@@ -99,6 +99,8 @@ class Settings:
     ray_address: str | None = None  # None = start a local Ray; "auto" = the running cluster; or "ray://host:10001"
     ray_actors: int = 2  # engine actors in the pool (each holds one model)
     ray_actor_cpus: float = 1.0  # CPUs each actor reserves (GPU nodes: one GPU per actor instead)
+    ray_shared_batches: bool = True  # faces of an actor's concurrent jobs share classify+CAM calls
+    ray_gather_ms: float = 150.0  # how long a job's faces may wait for other jobs' (pipeline/batching.py S2)
     database_url: str | None = None  # None = SQLite under data_dir; "postgresql://user@host/db" = PostgreSQL
 
     def __post_init__(self) -> None:
@@ -143,6 +145,7 @@ class Settings:
             (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"),
             (self.ray_actors >= 1, f"ray_actors must be >= 1, got {self.ray_actors}"),
             (self.ray_actor_cpus > 0, f"ray_actor_cpus must be > 0, got {self.ray_actor_cpus}"),
+            (self.ray_gather_ms >= 0, f"ray_gather_ms must be >= 0, got {self.ray_gather_ms}"),
             (
                 self.database_url is None or self.database_url.startswith(("postgresql://", "postgres://")),
                 "database_url must be a postgresql:// URL (or unset for SQLite)",

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+import numpy as np
 import torch
 
+from pipeline.batching import ScoreFn
 from pipeline.classify import FaceClassifier
 from pipeline.config import Settings
 from pipeline.detect import FaceDetector
 from pipeline.device import PRECISION_NAMES, pick_device, pick_precision
 from pipeline.models import LoadedModel, find_checkpoint, load_model
-from pipeline.types import ModelInfo
+from pipeline.types import FaceBox, FaceScore, ModelInfo
 
 
 @dataclass
@@ -27,6 +30,8 @@ class Engine:
     model: LoadedModel
     detector: FaceDetector
     classifier: FaceClassifier
+    # when set (a Ray actor's pipeline.batching.SharedBatches), every score goes through it, not the classifier
+    scorer: ScoreFn | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, allow_untrained: bool = False) -> Engine:
@@ -60,6 +65,10 @@ class Engine:
     @property
     def info(self) -> ModelInfo:
         return self.model.info
+
+    def score(self, crops: Sequence[np.ndarray], boxes: Sequence[FaceBox]) -> list[FaceScore]:
+        """Classify+CAM ``crops`` (S×S×3 uint8 RGB): ``FaceClassifier.score``, or ``scorer`` when set."""
+        return (self.scorer or self.classifier.score)(crops, boxes)
 
     def close(self) -> None:
         self.classifier.close()

@@ -147,7 +147,7 @@ def analyze(
     def score(crops: Sequence[np.ndarray], boxes: Sequence[FaceBox]) -> list[FaceScore]:
         t0 = time.perf_counter()
         try:
-            return engine.classifier.score(crops, boxes)
+            return engine.score(crops, boxes)
         finally:
             clock.add("classify", time.perf_counter() - t0)
 
@@ -244,7 +244,7 @@ def watch(
             (boxes,) = engine.detector.detect([item], params.min_face_px, params.max_side_px)
             crops = crop_faces(item.image, boxes, profile)
             t1 = time.perf_counter()
-            scores = engine.classifier.score(crops, boxes) if crops else []
+            scores = engine.score(crops, boxes) if crops else []
             clock.add("detect", t1 - t0)
             clock.add("classify", time.perf_counter() - t1)
             verdict, gone = people.assign(ScoredFrame(item.index, item.time_s, tuple(scores)))

@@ -17,8 +17,11 @@ report names the checkpoint file and SHA-256 the front end loaded, not the actor
 
 Concurrency: a threaded actor with two concurrency groups. ``jobs`` (``max_jobs`` + spare threads) runs
 several jobs at once, each in its own thread; their steps take turns on the one engine through a FIFO
-lock (``_Turns``), one step each, like LocalBackend's round robin: a short job is not stuck behind a long
-one, and the engine (whose CAM hooks are not thread-safe) serves one step at a time. ``control`` answers
+lock (``pipeline.batching.Turns``), one step each, like LocalBackend's round robin: a short job is not stuck
+behind a long one, and the engine (whose CAM hooks are not thread-safe) serves one step at a time. With
+``ray_shared_batches`` (the default) a step that scores faces gives its turn up while its faces wait for
+other jobs' and are scored in one shared call (``pipeline.batching.SharedBatches``, rules S1-S4; at most
+``ray_gather_ms`` of waiting). ``control`` answers
 ping/load/finish/jobs at once even while every job thread is busy. A Ray generator with
 ``_generator_backpressure_num_objects`` pauses a job whose consumer lags (it blocks in ``yield``), which
 holds no lock, so the other jobs go on.
@@ -32,8 +35,9 @@ import os
 import shutil
 import tempfile
 import threading
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, WorkerCrashedError
 
+from pipeline.batching import SharedBatches, Turns
 from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.errors import DffError
@@ -88,27 +93,6 @@ def ship_model(engine: Engine, generation: int) -> ShippedModel:
     return ShippedModel(generation, ray.put(blob), engine.info)
 
 
-class _Turns:
-    """A FIFO lock: threads get the engine in the order they asked (``threading.Lock`` is not fair, and a
-    job that re-acquires at once could starve the others)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._queue: deque[object] = deque()
-
-    def __enter__(self) -> None:
-        me = object()
-        with self._cond:
-            self._queue.append(me)
-            while self._queue[0] is not me:
-                self._cond.wait()
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._queue.popleft()
-            self._cond.notify_all()
-
-
 @dataclass(eq=False)
 class _ActorJob:
     job_id: str
@@ -152,7 +136,8 @@ class EngineActor:
         self._engines: dict[int, Engine] = {}
         self._users: Counter[int] = Counter()
         self._newest = -1
-        self._turns = _Turns()
+        self._turns = Turns()
+        self._batches: dict[int, SharedBatches] = {}  # per generation, when settings.ray_shared_batches
         self._jobs: dict[str, _ActorJob] = {}
         self._finish_early: set[str] = set()  # finish() came before run() (a few ids at most)
         if model is not None:
@@ -230,6 +215,7 @@ class EngineActor:
                 path.write_bytes(upload)
                 spec = dataclasses.replace(spec, path=path)
             del upload  # the bytes are on disk now; a long job need not hold them
+            step = self._stepper(model.generation if model is not None else None)
             program = job_program(spec, engine, job.wake.set, settings=self._settings)
             with self._lock:
                 job.program, finishing = program, job.finishing
@@ -244,7 +230,7 @@ class EngineActor:
                     job.wake.wait(LIVE_POLL_S)
                 if ctx.is_canceled():
                     return  # the caller hears TaskCancelledError; ``finally`` cleans up
-                with self._turns:
+                with step():
                     event = self._step(spec.job_id, job.program)
                 yield event
                 if isinstance(event, FINAL_EVENTS):
@@ -271,6 +257,13 @@ class EngineActor:
         return Failed("internal", f"internal server error (logged as job {job_id})")
 
     # -- engines ----------------------------------------------------------------------------------------------
+
+    def _stepper(self, generation: int | None) -> Callable[[], AbstractContextManager[None]]:
+        """What a job's step holds: its engine's ``SharedBatches.step`` (the turn, counted for batching),
+        else the bare turn."""
+        with self._lock:
+            shared = self._batches.get(generation) if generation is not None else None
+        return shared.step if shared is not None else (lambda: self._turns)
 
     def _engine_for(self, model: ShippedModel) -> Engine:
         """The engine of ``model``'s generation, opened from its bytes the first time; counted as used (so
@@ -306,7 +299,18 @@ class EngineActor:
             loaded = load_model(path, self._device, apply_card=False)  # the card was folded in already
         info = dataclasses.replace(model.info, device=str(self._device))
         log.info("model %s (generation %d) open on %s", info.name, model.generation, info.device)
-        return Engine.from_model(LoadedModel(loaded.module, info), self._settings)
+        engine = Engine.from_model(LoadedModel(loaded.module, info), self._settings)
+        if not self._settings.ray_shared_batches:
+            return engine
+        shared = SharedBatches(
+            engine.classifier.score,
+            self._turns,
+            max_faces=self._settings.classify_batch,
+            gather_s=self._settings.ray_gather_ms / 1000,
+        )
+        with self._lock:
+            self._batches[model.generation] = shared
+        return dataclasses.replace(engine, scorer=shared.score)
 
     def _release(self, engine: Engine) -> None:
         with self._lock:
@@ -319,6 +323,8 @@ class EngineActor:
         with self._lock:
             old = [g for g in self._engines if g != self._newest and self._users[g] <= 0]
             closing = [self._engines.pop(g) for g in old]
+            for g in old:
+                self._batches.pop(g, None)
         for engine in closing:
             engine.close()
 

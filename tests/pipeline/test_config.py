@@ -28,3 +28,11 @@ def test_operating_threshold_order():
     assert Settings().operating_threshold(card) == (0.8, "model card")
     assert Settings(threshold=0.3).operating_threshold(card) == (0.3, "settings")
     assert Settings(threshold=0.3).operating_threshold(card, 0.45) == (0.45, "request")
+
+
+def test_cross_job_batching_settings_from_the_environment():
+    s = Settings.from_env({"DFF_RAY_SHARED_BATCHES": "off", "DFF_RAY_GATHER_MS": "40"})
+    assert s.ray_shared_batches is False and s.ray_gather_ms == 40.0
+    assert Settings.from_env({}).ray_shared_batches is True
+    with pytest.raises(ConfigError, match="ray_gather_ms"):
+        Settings.from_env({"DFF_RAY_GATHER_MS": "-1"})
