@@ -51,7 +51,7 @@ class ModelEntry:
 
 
 def list_models(models_dir: Path) -> list[ModelEntry]:
-    """Every ``*.pth``/``*.pt`` in ``models_dir``, newest first (the one the service picks by default),
+    """Every ``*.pth``/``*.pt``/``*.h5`` in ``models_dir``, newest first (the one the service picks by default),
     with its card. Hashes each file to check the card still describes it."""
     models_dir = Path(models_dir).expanduser()
     if not models_dir.is_dir():

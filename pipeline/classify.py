@@ -1,12 +1,15 @@
-"""InceptionResnetV1 + Grad-CAM in one batched pass: crops -> fake_prob, heatmap and embedding per face.
+"""A detector + Grad-CAM in one batched pass: crops -> fake_prob, heatmap and embedding per face.
 
-One forward pass per batch gives the logits (``cam.outputs``), the 512-d embedding (a hook on
-``last_bn``) and the Grad-CAM activations; one backward pass gives the CAM gradients. Grad-CAM needs
+Any detector of pipeline/detectors/registry.py: its spec names the Grad-CAM target layer, the embedding
+layer and what the output means. One forward pass per batch gives the outputs (``cam.outputs``, turned
+into one fake logit per face), the embedding (a hook on the spec's embedding layer; 512-d ``last_bn`` for
+the seed) and the Grad-CAM activations; one backward pass of the fake logit gives the CAM gradients. Grad-CAM needs
 autograd, so this never runs under ``no_grad``/``inference_mode``. Every parameter outside the target
 block is frozen: the backward pass then stops at the target block (about 3x faster on CPU, identical
 CAMs; NOTES.md).
 
-Precision: Grad-CAM's block (block8) and the head always run in fp32 — bf16 there breaks pytorch-grad-cam
+Precision (the seed's InceptionResnetV1 only; other detectors run in fp32): Grad-CAM's block (block8) and
+the head always run in fp32 — bf16 there breaks pytorch-grad-cam
 and moves the CAMs (NOTES.md). The trunk before it needs no gradient at all, so it may run as a frozen
 bf16/fp16 copy (``trunk_dtype``): on the 2-core AVX512-BF16 CPU at 256 px that made the whole pass 1.7-2.2x
 faster, with |ΔP(fake)| ~1e-5 and |ΔCAM| <= 0.03 on random weights (the benchmark re-checks it on every run).
@@ -22,15 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from pipeline.detectors.registry import DetectorSpec, FakeLogitTarget, detector, fake_logit
 from pipeline.models import LoadedModel
 from pipeline.types import FaceBox, FaceScore, PreprocessProfile
 
 
-def target_layer(module: torch.nn.Module) -> torch.nn.Module:
-    """The Grad-CAM target: the last conv block of InceptionResnetV1's final Block8 branch."""
-    return module.block8.branch1[-1]  # type: ignore[index,union-attr]
+def target_layer(module: torch.nn.Module, spec: DetectorSpec | None = None) -> torch.nn.Module:
+    """The Grad-CAM target of ``spec`` (default: the seed's, the last conv block of InceptionResnetV1's
+    final Block8 branch)."""
+    return (spec or detector("seed-irv1")).target_layer(module)
 
 
 def preprocess(crops: Sequence[np.ndarray], profile: PreprocessProfile, device: torch.device) -> torch.Tensor:
@@ -101,27 +105,30 @@ class FaceClassifier:
         trunk as a low-precision copy (``LowPrecisionTrunk``)."""
         self.model = model
         self.profile = model.info.profile
+        self.spec = spec = detector(model.info.detector)
         module = model.module.eval()
         self._module = module
         self.device = next(module.parameters()).device
         self._saved_flags = [p.requires_grad for p in module.parameters()]
-        target = target_layer(module)
+        target = spec.target_layer(module)
         module.requires_grad_(False)
         target.requires_grad_(True)
         self.channels_last = channels_last
         if channels_last:
             module.to(memory_format=torch.channels_last)
         self._embeddings: torch.Tensor | None = None
-        self._embedding_hook = module.last_bn.register_forward_hook(self._keep_embedding)
+        self._embedding_hook = spec.embedding_layer(module).register_forward_hook(self._keep_embedding)
+        if not spec.low_precision_trunk:
+            trunk_dtype = torch.float32
         self.trunk_dtype = trunk_dtype
         # the copy inherits channels-last; it is a snapshot: weights changed later are not seen
         net = module if trunk_dtype == torch.float32 else LowPrecisionTrunk(module, trunk_dtype)
         self.net = net  # what the CAM runs: N×3×S×S float32 -> N×1 logits (the benchmark times it alone)
         self._cam: GradCAM | None = GradCAM(model=net, target_layers=[target])
-        self._targets = [ClassifierOutputTarget(0)]
+        self._targets = [FakeLogitTarget(spec.output)]
 
     def _keep_embedding(self, _module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        self._embeddings = output.detach()
+        self._embeddings = output.detach().flatten(1)
 
     @property
     def hook_count(self) -> int:
@@ -153,9 +160,9 @@ class FaceClassifier:
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 heatmaps = cam(input_tensor=x, targets=self._targets * len(crops))
-            logits = cam.outputs.detach()[:, 0].float().cpu()
+            logits = fake_logit(self.spec.output, cam.outputs.detach().float()).cpu()
             if self._embeddings is None:
-                raise RuntimeError("the embedding hook on last_bn did not fire")
+                raise RuntimeError("the embedding hook did not fire")
             embeddings = self._embeddings.float().cpu().numpy()
         finally:
             # Drop the retained autograd graph and activations now rather than at the next call.

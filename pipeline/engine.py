@@ -14,6 +14,7 @@ from pipeline.batching import ScoreFn
 from pipeline.classify import FaceClassifier
 from pipeline.config import Settings
 from pipeline.detect import FaceDetector
+from pipeline.detectors import registry
 from pipeline.device import PRECISION_NAMES, pick_device, pick_precision
 from pipeline.models import LoadedModel, find_checkpoint, load_model
 from pipeline.types import FaceBox, FaceScore, ModelInfo
@@ -53,6 +54,8 @@ class Engine:
         (``info.precision`` says which dtype the trunk runs in)."""
         device = torch.device(model.info.device)
         dtype = pick_precision(settings.precision, device)
+        if not registry.detector(model.info.detector).low_precision_trunk:
+            dtype = torch.float32  # only the seed's trunk has a low-precision copy (pipeline/classify.py)
         model = dataclasses.replace(model, info=dataclasses.replace(model.info, precision=PRECISION_NAMES[dtype]))
         detector = FaceDetector(
             device,

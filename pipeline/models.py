@@ -1,12 +1,17 @@
 """Checkpoints: finding, loading (the project's only ``torch.load``) and saving. Never downloads.
 
-The classifier is facenet-pytorch's ``InceptionResnetV1(classify=True, num_classes=1)``: one logit,
-``fake_prob = sigmoid(logit)``. Accepted checkpoint layouts (all read with ``weights_only=True``):
+Which detector (pipeline/detectors/registry.py) a file holds is recognised from its bytes, whatever its
+name: an HDF5 file is MesoNet's Keras weights (Meso-4 or MesoInception-4, from its layers); a torch file
+is read with ``weights_only=True`` and is, in this order:
 
-- ``{"model_state_dict": sd, ...}`` — the community seed ``resnetinceptionv1_epoch_32.pth`` and ours;
-  ours add ``"preprocess": {PreprocessProfile fields}`` (plain types, so ``weights_only`` reads it);
-- a bare state dict (``{"conv2d_1a.conv.weight": tensor, ...}``);
-- either of the above with ``module.``-prefixed keys (saved from ``DataParallel``).
+- SBI's release (``{"model": {"net.…": tensor}}``, EfficientNet-B4);
+- ours: ``{"model_state_dict": sd, "preprocess": {PreprocessProfile fields}, "detector": name}`` (plain
+  types, so ``weights_only`` reads it; ``detector`` absent = ``seed-irv1``);
+- the seed's InceptionResnetV1(classify=True, num_classes=1): ``{"model_state_dict": sd, ...}`` (the
+  community ``resnetinceptionv1_epoch_32.pth``) or a bare state dict, either with ``module.``-prefixed keys
+  (saved from ``DataParallel``) or not.
+
+Anything else is a CheckpointError naming what was found and the formats known.
 
 A model card ``<checkpoint>.card.json`` beside the file (written by ``dff train``/``dff eval``) is read when
 its ``sha256`` matches the file: its name, one-line metrics summary and calibration go into ``ModelInfo``,
@@ -28,21 +33,11 @@ from typing import Any
 import torch
 from facenet_pytorch import InceptionResnetV1
 
+from pipeline.detectors.registry import SEED, SEED_PROFILE, DetectorSpec, detector, known_formats
 from pipeline.errors import CheckpointError, NoModel
 from pipeline.sources.probe import file_sha256  # re-exported: pipeline.models.file_sha256 is used too
 from pipeline.types import ModelInfo, PreprocessProfile
 
-# The seed recipe: MTCNN(post_process=False) 160-px face (0..255) -> bilinear 256 px -> /255.
-SEED_PROFILE = PreprocessProfile(
-    name="seed-v1",
-    crop_px=160,
-    margin_px=0,
-    input_px=256,
-    resize="bilinear",
-    scale=1 / 255,
-    mean=None,
-    std=None,
-)
 # facenet-pytorch's own recipe (fixed_image_standardization): for a VGGFace2/CASIA backbone file.
 FACENET_PROFILE = PreprocessProfile(
     name="facenet-160",
@@ -57,7 +52,7 @@ FACENET_PROFILE = PreprocessProfile(
 SEED_CHECKPOINT_NAME = "resnetinceptionv1_epoch_32.pth"
 CARD_SUFFIX = ".card.json"
 CARD_SCHEMA = "dff.card/1"
-CHECKPOINT_SUFFIXES = (".pth", ".pt")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".h5")
 _STATE_KEYS = ("model_state_dict", "state_dict")
 _SHOW = 5  # how many offending keys an error message lists
 
@@ -66,7 +61,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """``module``: InceptionResnetV1 in eval mode on ``info.device``; ``info``: what was loaded."""
+    """``module``: the detector (``info.detector``) in eval mode on ``info.device``; ``info``: what was loaded."""
 
     module: torch.nn.Module
     info: ModelInfo
@@ -97,7 +92,7 @@ def find_checkpoint(explicit: Path | None, models_dir: Path) -> Path:
         else []
     )
     if not found:
-        raise NoModel(f"no checkpoint (*.pth, *.pt) in {models_dir}; {_how_to_get_one(models_dir)}")
+        raise NoModel(f"no checkpoint (*.pth, *.pt, *.h5) in {models_dir}; {_how_to_get_one(models_dir)}")
     return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
@@ -159,7 +154,9 @@ def _state_dict_of(obj: Any, name: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _check_fits(model: torch.nn.Module, sd: dict[str, torch.Tensor], name: str) -> None:
+def _check_fits(
+    model: torch.nn.Module, sd: dict[str, torch.Tensor], name: str, spec: DetectorSpec | None = None
+) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -176,15 +173,14 @@ def _check_fits(model: torch.nn.Module, sd: dict[str, torch.Tensor], name: str) 
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys: {', '.join(unexpected[:_SHOW])}")
     if problems:
-        raise CheckpointError(
-            f"{name} does not fit InceptionResnetV1(classify=True, num_classes=1): " + "; ".join(problems)
-        )
+        what = (spec or detector(SEED)).architecture
+        raise CheckpointError(f"{name} does not fit {what}: " + "; ".join(problems))
 
 
-def _profile_of(obj: Any, name: str) -> PreprocessProfile:
+def _profile_of(obj: Any, name: str, default: PreprocessProfile = SEED_PROFILE) -> PreprocessProfile:
     raw = obj.get("preprocess") if isinstance(obj, dict) else None
     if raw is None:
-        return SEED_PROFILE
+        return default
     fields = {f.name for f in dataclasses.fields(PreprocessProfile)}
     if not isinstance(raw, dict) or set(raw) - fields:
         got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
@@ -276,14 +272,45 @@ def read_card_facts(checkpoint: Path, sha256: str) -> CardFacts | None:
         return None
 
 
-def _fold_temperature(model: torch.nn.Module, temperature: float) -> None:
-    """Divide the logit layer by ``temperature``: logit' = logit / T. Grad-CAM maps are normalised per
-    image, so they do not change; embeddings come before this layer and do not change either."""
-    layer = model.logits  # type: ignore[union-attr]
+def _fold_temperature(model: torch.nn.Module, temperature: float, spec: DetectorSpec) -> None:
+    """Divide the logit layer by ``temperature``: logit' = logit / T (for two-class softmax both logits,
+    so their difference too). Grad-CAM maps are normalised per image, so they do not change; embeddings
+    come before this layer and do not change either."""
+    layer = spec.logit_layer(model)
     with torch.no_grad():
         layer.weight.div_(temperature)
         if layer.bias is not None:
             layer.bias.div_(temperature)
+
+
+def _read_detector(path: Path) -> tuple[torch.nn.Module, DetectorSpec, PreprocessProfile]:
+    """The module (weights loaded, CPU), its spec and the profile it expects, recognised from the bytes."""
+    from pipeline.detectors.mesonet import is_hdf5
+
+    if is_hdf5(path):
+        from pipeline.detectors.mesonet import MesoInception4, read_mesonet_h5
+
+        module = read_mesonet_h5(path)
+        spec = detector("mesoinception4" if isinstance(module, MesoInception4) else "mesonet4")
+        return module, spec, spec.profile
+    obj = _read(path)
+    from pipeline.detectors.sbi import looks_like_sbi, read_sbi
+
+    if looks_like_sbi(obj):
+        spec = detector("sbi-effb4")
+        return read_sbi(obj, path.name), spec, spec.profile
+    name = obj.get("detector", SEED) if isinstance(obj, dict) else SEED
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path.name}: 'detector' must be a detector's name, found a {type(name).__name__}")
+    spec = detector(name)
+    try:
+        sd = _state_dict_of(obj, path.name)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}. Formats known: {known_formats()}") from None
+    module = spec.build()
+    _check_fits(module, sd, path.name, spec)
+    module.load_state_dict(sd, strict=True)
+    return module, spec, _profile_of(obj, path.name, spec.profile)
 
 
 def load_model(
@@ -308,18 +335,13 @@ def load_model(
         raise NoModel(f"checkpoint {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
-    obj = _read(path)
-    sd = _state_dict_of(obj, path.name)
-    profile = _profile_of(obj, path.name)
-    model = build_model()
-    _check_fits(model, sd, path.name)
-    model.load_state_dict(sd, strict=True)
+    model, spec, profile = _read_detector(path)
     sha256 = file_sha256(path)
-    info = ModelInfo(path.name, sha256, profile, str(device), untrained=False)
+    info = ModelInfo(path.name, sha256, profile, str(device), untrained=False, detector=spec.name)
     facts = read_card_facts(path, sha256) if apply_card else None
     if facts is not None:
         if facts.temperature != 1.0:
-            _fold_temperature(model, facts.temperature)
+            _fold_temperature(model, facts.temperature, spec)
         info = dataclasses.replace(
             info,
             card_name=facts.name,
@@ -370,9 +392,15 @@ def load_for_training(path: Path) -> tuple[InceptionResnetV1, PreprocessProfile]
 
 
 def save_checkpoint(
-    module: torch.nn.Module, path: Path, profile: PreprocessProfile = SEED_PROFILE, **extra: Any
+    module: torch.nn.Module,
+    path: Path,
+    profile: PreprocessProfile = SEED_PROFILE,
+    *,
+    detector_name: str = SEED,
+    **extra: Any,
 ) -> Path:
-    """Write ``{"model_state_dict", "preprocess", **extra}`` (seed-compatible; ``load_model`` reads it).
+    """Write ``{"model_state_dict", "preprocess", "detector", **extra}`` (seed-compatible: the seed's own
+    loaders read ``model_state_dict`` alone; ``load_model`` reads it all, for any detector).
 
     ``extra`` values must be plain types (numbers, strings, lists, dicts, tensors) for ``weights_only``.
     """
@@ -383,5 +411,5 @@ def save_checkpoint(
     for key in ("mean", "std"):
         if preprocess[key] is not None:
             preprocess[key] = list(preprocess[key])
-    torch.save({"model_state_dict": state, "preprocess": preprocess, **extra}, path)
+    torch.save({"model_state_dict": state, "preprocess": preprocess, "detector": detector_name, **extra}, path)
     return path

@@ -106,6 +106,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             temperature=m.get("temperature", 1.0),
             calibrated_threshold=m.get("calibrated_threshold"),
             precision=m.get("precision", "fp32"),  # reports from before the setting ran in fp32
+            detector=m.get("detector", "seed-irv1"),  # reports from before the registry: the seed's
         )
         frames = tuple(
             FrameRow(

@@ -346,6 +346,7 @@ class ModelInfo:
     temperature: float = 1.0  # calibration folded into the logit: fake_prob = sigmoid(logit / temperature)
     calibrated_threshold: float | None = None  # P(fake) operating point the card recommends (target FPR)
     precision: str = "fp32"  # the classifier trunk's dtype on ``device`` ("fp32", "bf16", "fp16")
+    detector: str = "seed-irv1"  # its architecture: a name in pipeline/detectors/registry.py
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,7 +88,9 @@ class ActorFacts:
 def ship_model(engine: Engine, generation: int) -> ShippedModel:
     """``engine``'s weights as checkpoint bytes in the object store (blocking: call in a thread)."""
     with tempfile.TemporaryDirectory(prefix="dff-ship-") as tmp:
-        path = save_checkpoint(engine.model.module, Path(tmp) / "model.pth", engine.info.profile)
+        path = save_checkpoint(
+            engine.model.module, Path(tmp) / "model.pth", engine.info.profile, detector_name=engine.info.detector
+        )
         blob = path.read_bytes()
     return ShippedModel(generation, ray.put(blob), engine.info)
 

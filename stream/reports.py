@@ -90,6 +90,7 @@ class ReportModel(Record):
     temperature: float = constrained(1.0, exclusiveMinimum=0)
     calibrated_threshold: float | None = constrained(None, exclusiveMinimum=0, exclusiveMaximum=1)
     precision: str = "fp32"
+    detector: str = "seed-irv1"  # its architecture (pipeline/detectors/registry.py)
 
 
 @dataclass(frozen=True, slots=True)

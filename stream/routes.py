@@ -198,7 +198,7 @@ async def _delete_report(request: Request) -> Response:
 def _model_path(request: Request) -> tuple[str, Path] | JSONResponse:
     name = request.path_params["name"]
     if not MODEL_NAME.match(name) or not name.lower().endswith(CHECKPOINT_SUFFIXES) or ".." in name:
-        return error(400, "bad_name", "a model name is letters, digits, '.', '_', '-', ending in .pth or .pt")
+        return error(400, "bad_name", "a model name is letters, digits, '.', '_', '-', ending in .pth, .pt or .h5")
     return name, _service(request).settings.resolved_models_dir / name
 
 

@@ -214,8 +214,8 @@ class Page(AnalyzeTab, AdminTabs, LiveTab):
                     "before accepting it."
                 )
                 self.model_file = gr.File(
-                    label="Checkpoint (.pth / .pt)",
-                    file_types=[".pth", ".pt"],
+                    label="Checkpoint (.pth / .pt / .h5)",
+                    file_types=[".pth", ".pt", ".h5"],
                     type="filepath",
                     elem_id="dff-model-file",
                 )

@@ -87,8 +87,8 @@ def no_model_banner() -> str:
     """The plain banner on top of the page when the server has no model."""
     return (
         '<div class="dff-banner dff-banner-nomodel" data-status="no_model" role="alert"><b>No model installed.</b> '
-        "This server cannot give verdicts yet. Open the <b>Models</b> tab to upload a checkpoint (.pth) and "
-        "activate it.</div>"
+        "This server cannot give verdicts yet. Open the <b>Models</b> tab to upload a checkpoint "
+        "(.pth, .pt or .h5) and activate it.</div>"
     )
 
 

@@ -29,8 +29,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--checkpoint",
         type=Path,
-        help="checkpoint file (.pth). Default: $DFF_CHECKPOINT, else the newest file in the models "
-        "directory ($DFF_MODELS_DIR, default ~/.local/share/dff/models)",
+        help="checkpoint file (.pth/.pt, or MesoNet's Keras .h5). Default: $DFF_CHECKPOINT, else the newest file "
+        "in the models directory ($DFF_MODELS_DIR, default ~/.local/share/dff/models)",
     )
     m.add_argument(
         "--allow-untrained",
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser(
         "models",
         help="list the checkpoints the service can load, with their model cards",
-        description="List *.pth/*.pt in the models directory (newest first: the one the service loads by "
+        description="List *.pth/*.pt/*.h5 in the models directory (newest first: the one the service loads by "
         "default) with each model card's name, training data, metrics and calibration.",
     )
     models.add_argument("--dir", type=Path, help="models directory (default $DFF_MODELS_DIR or DATA_DIR/models)")

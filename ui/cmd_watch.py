@@ -107,7 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--debug", action="store_true", help="after an internal error's one-line reason, its traceback")
     m = p.add_argument_group("model")
-    m.add_argument("--checkpoint", type=Path, help="checkpoint file (.pth); default as for `dff scan`")
+    m.add_argument("--checkpoint", type=Path, help="checkpoint file (.pth/.pt/.h5); default as for `dff scan`")
     m.add_argument(
         "--allow-untrained", action="store_true", help="with no checkpoint, score with RANDOM weights (demos only)"
     )

@@ -102,7 +102,8 @@ class AdminTabs:
 
     async def upload_model(self, path: str | None, name: str, token: str | None) -> dict[str, Any]:
         if not path:
-            return {self.models_msg: cards.error_box("bad_request", "Choose a .pth file first.")}
+            message = "Choose a checkpoint file (.pth, .pt or .h5) first."
+            return {self.models_msg: cards.error_box("bad_request", message)}
         name = (name or Path(path).name).strip()
         try:
             api = HttpApi(self.address.get(), token, timeout_s=600)
