@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import socket
 import sys
 import threading
 import time
@@ -378,21 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(result.table())
     if not args.no_write:
-        from bench.report import write_json
+        from bench.report import results_header, results_path, write_json
 
-        payload = {
-            "schema": 1,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "quick": args.quick,
-            "host": socket.gethostname(),
-            "cpu_count": os.cpu_count(),
-            "loadavg_end": os.getloadavg(),
-            **result.to_json(),
-        }
-        host = socket.gethostname().split(".")[0] or "host"
-        quick = "-quick" if args.quick else ""
-        out = args.out or RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-{host}-live{quick}.json"
-        print(f"bench.live: wrote {write_json(out, payload)}")
+        out = write_json(
+            args.out or results_path("live", args.quick), {**results_header(args.quick), **result.to_json()}
+        )
+        print(f"bench.live: wrote {out}")
     return 0
 
 

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import math
 import os
-import socket
 import statistics
 import sys
 import time
@@ -270,23 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds or (1 if args.quick else 3),
         timeout_s=args.timeout_s,
     )
-    payload = {
-        "schema": 1,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "quick": args.quick,
-        "host": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "loadavg_end": os.getloadavg(),
-        **asdict(result),
-    }
     print(result.table())
     if not args.no_write:
-        from bench.report import write_json
+        from bench.report import results_header, results_path, write_json
 
-        host = socket.gethostname().split(".")[0] or "host"
-        quick = "-quick" if args.quick else ""
-        out = args.out or RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-{host}-load{quick}.json"
-        print(f"bench.load: wrote {write_json(out, payload)}")
+        out = write_json(args.out or results_path("load", args.quick), {**results_header(args.quick), **asdict(result)})
+        print(f"bench.load: wrote {out}")
     ok = result.completed == result.clients == result.identical and result.extra_busy == result.extra
     return 0 if ok else 1
 

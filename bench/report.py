@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import statistics
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.config import RESULTS_DIR
 
 STAGES = ("decode", "detect", "classify", "cam")
 
@@ -185,3 +190,22 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     tmp.replace(path)
     return path
+
+
+def results_header(quick: bool) -> dict[str, Any]:
+    """The fields every results JSON opens with: ``schema``, ``date`` (local time, ISO), ``quick``, ``host``,
+    ``cpu_count`` and ``loadavg_end`` (1/5/15-min load averages at the end: a busy machine explains noise)."""
+    return {
+        "schema": 1,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "quick": quick,
+        "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_end": os.getloadavg(),
+    }
+
+
+def results_path(kind: str, quick: bool, directory: Path = RESULTS_DIR) -> Path:
+    """``directory/<date>-<host>-<kind>[-quick].json``, e.g. ``bench/results/2026-12-01-vm-load.json``."""
+    host = socket.gethostname().split(".")[0] or "host"
+    return directory / f"{time.strftime('%Y-%m-%d')}-{host}-{kind}{'-quick' if quick else ''}.json"
