@@ -3,26 +3,27 @@
 Against the real service (``dff serve``, each configuration its own server process on a free loopback
 port, started once; nothing else is reached), on the bench's generated clip (720p30, 10 s, 3 faces, 1
 sample/s; ``--quick``: the 2-s 360p clip at 2 samples/s, one round) and a photo of it (its first frame as
-a JPEG: the same 3 faces). Every configuration allows 4 running + 4 queued jobs and no per-client cap
-(all clients are 127.0.0.1); a Ray one starts its own local Ray inside the server (no ``DFF_RAY_ADDRESS``)
-and is used only once every actor is alive. Each server gets untimed warm-up jobs (video and photo, one
-per actor) first. The rows (times from the start of each upload; medians over the rounds):
+a JPEG: the same 3 faces). Every server allows 4 running + 4 queued jobs and no per-client cap (all
+clients are 127.0.0.1). A Ray server starts a Ray of its own inside its process (no ``DFF_RAY_ADDRESS``;
+``RAY_ADDRESS=local``, see ``ray_env``) and is used once every actor is alive. Each server first gets
+untimed warm-up jobs (a video and a photo per actor, at once). The rows (seconds from the start of each
+upload; medians over the rounds):
 
 1. **one job, local vs Ray**: ``local`` (the in-process worker, torch on both cores) vs ``ray`` (one actor
-   reserving both CPUs, so it runs torch on as many threads: the difference is Ray's path, not compute).
+   reserving both CPUs, so its torch runs as many threads: the difference is Ray's path, not compute).
    One client at a time: first-frame latency and the job's frames/s;
-2. **4 jobs at once, 1 vs 2 actors** of one CPU each (``ray 1 actor``, ``ray 2 actors``): total frames/s
-   (all frames ÷ the wall time of the 4), first frame p50/p95 over the 4 clients;
-3. **cross-job batching on vs off** (``ray 1 actor`` vs ``ray unbatched``: ``DFF_RAY_SHARED_BATCHES=1``/``0``,
-   one actor of one CPU): the 4 videos (the 1-actor run of row 2, reused), also done p50/p95; and 8 photos
-   at once (the server's whole capacity: 4 run, 4 queue): photos/s and per-photo latency p50/p95.
+2. **4 jobs at once, 1 vs 2 actors** of one CPU each (``1 actor``, ``2 actors``): total frames/s (all
+   frames ÷ the wall time of the 4), first frame p50/p95 over the 4 clients;
+3. **cross-job batching on vs off** on one actor of one CPU (``1 actor`` vs ``unbatched``:
+   ``DFF_RAY_SHARED_BATCHES=1``/``0``): the 4 videos (row 2's 1-actor runs, reused), with done p50/p95
+   too; and 8 photos at once (the server's whole capacity: 4 run, 4 queue): photos/s, latency p50/p95.
 
-Side by side: row 1's two servers are up together, then rows 2-3's three; in every round each
-configuration runs its workload in turn (the order rotating round by round), so only one server is busy at
-any moment and slow drifts of a shared machine hit all alike. Every report must equal the solo local
-report (per-face fake_prob to 1e-6). Every phase has a deadline (``--timeout-s``). Prints a table, writes
-``bench/results/<date>-<host>-ray[-quick].json`` (``--no-write``: print only); exit status 0 only when
-every job completed with the reference report.
+Side by side: row 1's two servers are up together, then rows 2-3's three (started one after another); in
+every round each configuration runs the workload in turn, the order rotating round by round, so only one
+server is busy at any moment and the drifts of a shared machine hit all alike. Every report must equal
+the solo local one (per-face fake_prob to 1e-6). Every phase has a deadline (``--timeout-s``). Prints a
+table, writes ``bench/results/<date>-<host>-ray[-quick].json`` (``--no-write``: print only); exit status 0
+only when every job completed with the reference report.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,22 +110,18 @@ def _wait_workers(base: str, actors: int, timeout_s: float = WORKERS_TIMEOUT_S) 
 
 @contextmanager
 def servers(checkpoint: Path, configs: Mapping[str, Mapping[str, str]]) -> Iterator[dict[str, str]]:
-    """Every configuration's ``dff serve`` (bench/serve.py's ``served``), started in parallel and ready
-    (a Ray one: every actor alive); yields ``{config: websocket url}``; all stopped at the end."""
+    """Every configuration's ``dff serve`` (bench/serve.py's ``served``), ready (a Ray one: every actor alive);
+    yields ``{config: websocket url}``; all stopped at the end. Started one after another: on a shared
+    2-core machine several Ray servers starting at once can each miss ``served``'s 120-s readiness limit."""
     from bench.serve import served
 
-    contexts = {name: served(checkpoint, {**CAPACITY, **env}) for name, env in configs.items()}
-
-    with ExitStack() as stack, ThreadPoolExecutor(len(contexts)) as pool:
-        futures = {name: pool.submit(contexts[name].__enter__) for name in contexts}
-        for name, future in futures.items():  # whatever started is stopped, even when another failed
-            if future.exception() is None:
-                stack.push(contexts[name].__exit__)
-        addresses = {name: future.result() for name, future in futures.items()}
-        for name, (base, _) in addresses.items():
-            env = configs[name]
-            _wait_workers(base, int(env["DFF_RAY_ACTORS"]) if env["DFF_BACKEND"] == "ray" else 0)
-        yield {name: url for name, (_, url) in addresses.items()}
+    with ExitStack() as stack:
+        bases, urls = {}, {}
+        for name, env in configs.items():
+            bases[name], urls[name] = stack.enter_context(served(checkpoint, {**CAPACITY, **env}))
+        for name, env in configs.items():  # the later actors came up while the next server started
+            _wait_workers(bases[name], int(env["DFF_RAY_ACTORS"]) if env["DFF_BACKEND"] == "ray" else 0)
+        yield urls
 
 
 async def _jobs(url: str, path: Path, every_s: float, n: int) -> tuple[list[Job], float]:
@@ -179,8 +175,9 @@ class Bench:
             self.log(f"round {r + 1}: {name:<9} {workload:<8} {wall_s:6.2f} s {errors or ''}")
 
 
-def measure(clip: Path, photo: Path, checkpoint: Path, *, every_s: float, rounds: int, timeout_s: float,
-            log: Any = print) -> dict[str, Any]:  # fmt: skip
+def measure(
+    clip: Path, photo: Path, checkpoint: Path, *, every_s: float, rounds: int, timeout_s: float, log: Any = print
+) -> dict[str, Any]:
     """Both phases of the module docstring; returns the JSON body (reference, summaries, samples)."""
     t0 = time.perf_counter()
     bench = Bench(clip, photo, every_s, timeout_s, log)
@@ -235,10 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     clip = make_clip(CLIP_QUICK if args.quick else CLIP_720P, cache)
     every_s = args.every_s or (0.5 if args.quick else 1.0)
     rounds = args.rounds or (1 if args.quick else 3)
-    result = measure(clip, make_photo(clip, cache), calibrated_checkpoint(cache), every_s=every_s, rounds=rounds,
-                     timeout_s=args.timeout_s)  # fmt: skip
-    head = (f"ray: {clip.name} (1 frame every {every_s:g} s) and its first frame as a photo; 4 running + 4 queued "
-            f"per server; medians of {rounds} round(s); {result['wall_s']:.0f} s in all")  # fmt: skip
+    photo = make_photo(clip, cache)
+    result = measure(
+        clip, photo, calibrated_checkpoint(cache), every_s=every_s, rounds=rounds, timeout_s=args.timeout_s
+    )
+    head = (
+        f"ray: {clip.name} (1 frame every {every_s:g} s) and {photo.name}; 4 running + 4 queued per server; "
+        f"medians of {rounds} round(s); {result['wall_s']:.0f} s in all"
+    )
     print(table(ROWS, result["summaries"], head))
     result["summaries"] = [asdict(s) for s in result["summaries"]]
     if not args.no_write:
