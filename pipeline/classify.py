@@ -48,7 +48,8 @@ def preprocess(crops: Sequence[np.ndarray], profile: PreprocessProfile, device: 
         # page-locked uint8 (4x smaller than float): the copy runs asynchronously, ordered on the stream
         batch = batch.pin_memory()
     x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(profile.input_px, profile.input_px), mode=profile.resize, align_corners=False)
+    if x.shape[-1] != profile.input_px or x.shape[-2] != profile.input_px:
+        x = F.interpolate(x, size=(profile.input_px, profile.input_px), mode=profile.resize, align_corners=False)
     x = x * profile.scale
     if profile.mean is not None:
         x = x - torch.tensor(profile.mean, device=device).view(1, 3, 1, 1)

@@ -177,11 +177,15 @@ class FaceDetector:
         ]
 
 
+_PIL_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}  # PreprocessProfile.resize
+
+
 def crop_faces(image: np.ndarray, boxes: Sequence[FaceBox], profile: PreprocessProfile) -> list[np.ndarray]:
     """One ``crop_px``×``crop_px``×3 uint8 RGB crop per box from an H×W×3 uint8 RGB image.
 
     Reproduces facenet_pytorch's ``extract_face`` on a PIL image bit for bit (margin in output pixels,
     int() truncation, clamp to the image, PIL crop, bilinear resize): the seed model was trained on it.
+    ``profile.resize`` "bicubic" resizes with PIL's bicubic instead (MesoNet's examples were made so).
     """
     if not boxes:
         return []
@@ -199,6 +203,6 @@ def crop_faces(image: np.ndarray, boxes: Sequence[FaceBox], profile: PreprocessP
             int(min(x2 + mx / 2, width)),
             int(min(y2 + my / 2, height)),
         )
-        crop = pil.crop(box).resize((size, size), Image.BILINEAR)
+        crop = pil.crop(box).resize((size, size), _PIL_FILTERS[profile.resize])
         crops.append(np.asarray(crop, dtype=np.uint8).copy())
     return crops

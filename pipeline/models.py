@@ -68,9 +68,12 @@ class LoadedModel:
 
 
 def _how_to_get_one(models_dir: Path) -> str:
+    """The ways to a model, the one-command download first (pipeline/detectors/catalog.py; never run here)."""
+    from pipeline.detectors.catalog import get_command
+
     return (
-        "to get one: pass --checkpoint PATH, or set DFF_CHECKPOINT=PATH, or put "
-        f"{SEED_CHECKPOINT_NAME} (the community seed checkpoint) into {models_dir}, "
+        f"to get one: run {get_command(models_dir=models_dir)}, or pass --checkpoint PATH, or set "
+        f"DFF_CHECKPOINT=PATH, or put {SEED_CHECKPOINT_NAME} (the community seed checkpoint) into {models_dir}, "
         "or train one with `dff train`"
     )
 
@@ -109,6 +112,14 @@ def _untrained_model() -> InceptionResnetV1:
 
 
 def _read(path: Path) -> Any:
+    with path.open("rb") as f:
+        head = f.read(8)
+    # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (protocol 2+: 0x80)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise CheckpointError(
+            f"{path.name} is not a readable torch checkpoint (nor an HDF5 file): it starts with {head!r}. "
+            f"Formats known: {known_formats()}"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -198,7 +209,7 @@ def _profile_of(obj: Any, name: str, default: PreprocessProfile = SEED_PROFILE) 
             and profile.margin_px >= 0
             and profile.margin_px < profile.crop_px
             and profile.input_px > 0
-            and profile.resize == "bilinear"
+            and profile.resize in ("bilinear", "bicubic")
             and profile.scale > 0
         )
         if not ok:
@@ -303,12 +314,12 @@ def _read_detector(path: Path) -> tuple[torch.nn.Module, DetectorSpec, Preproces
     if not isinstance(name, str):
         raise CheckpointError(f"{path.name}: 'detector' must be a detector's name, found a {type(name).__name__}")
     spec = detector(name)
+    module = spec.build()
     try:
         sd = _state_dict_of(obj, path.name)
+        _check_fits(module, sd, path.name, spec)
     except CheckpointError as err:
         raise CheckpointError(f"{err}. Formats known: {known_formats()}") from None
-    module = spec.build()
-    _check_fits(module, sd, path.name, spec)
     module.load_state_dict(sd, strict=True)
     return module, spec, _profile_of(obj, path.name, spec.profile)
 

@@ -327,7 +327,7 @@ class PreprocessProfile:
     crop_px: int
     margin_px: int
     input_px: int
-    resize: str  # "bilinear"
+    resize: str  # "bilinear" or "bicubic" (both stages: the crop and the resize to input_px)
     scale: float
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None

@@ -145,7 +145,8 @@ def format_models(models_dir: Path, entries: list[ModelEntry]) -> str:
     """The ``dff models`` listing: one block per checkpoint, ``*`` on the one the service would load."""
     if not entries:
         return (
-            f"no checkpoints (*.pth, *.pt, *.h5) in {models_dir}; train one with `dff train ... --out {models_dir}/NAME.pth`"
+            f"no checkpoints (*.pth, *.pt, *.h5) in {models_dir}; "
+            f"train one with `dff train ... --out {models_dir}/NAME.pth`"
         )
     lines = [f"checkpoints in {models_dir} (the service loads the newest, marked *, unless DFF_CHECKPOINT is set):"]
     for i, e in enumerate(entries):
