@@ -4,15 +4,17 @@ with the Settings both build from their flags. Heavy imports happen inside the c
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from ui import report_names
+from ui.report_names import ReportIndex, report_note, report_stem, report_stems
+
 if TYPE_CHECKING:  # the engine imports torch: only for the type hints, never at --help
     from pipeline.engine import Engine
+    from pipeline.types import Report
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -61,57 +63,36 @@ def verdict_line(report) -> str:  # report: pipeline.types.Report
     return line
 
 
-NAME_MAX_BYTES = 255  # a file name's limit on Linux/macOS file systems (ext4, XFS, APFS, tmpfs), in bytes
-_REPORT_SUFFIXES = (".json", ".csv")
-_STEM_MAX_BYTES = NAME_MAX_BYTES - max(len(s) for s in _REPORT_SUFFIXES)
-_HASH_CHARS = 8
-REPORT_NAME_RULE = (
-    "Reports are named after each input's file name: DIR/<name>.json and DIR/<name>.csv. When that name "
-    "would pass the file system's 255-byte limit, or when two inputs of this run share a file name (a/1.jpg, "
-    "b/1.jpg), <name> becomes the name cut to fit (on a character boundary) plus '-' and the first 8 hex "
-    "digits of the SHA-256 of the input's absolute path, so every input of a run gets its own report and no "
-    "report of another input of the same run is overwritten (a report from an earlier run of the same name is)."
+INPUT_RULE = (
+    "A folder stands for every image and video under it (recursive, sorted by path, hidden entries skipped; "
+    "a folder with none fails alone, as a bad file does); an input named twice is analysed once."
 )
+# dff scan's --help epilog (ui/cli.py): which inputs, what their reports are called
+REPORT_NAME_RULE = f"{INPUT_RULE} {report_names.REPORT_NAME_RULE}"
 
 
-def _fit(name: str, max_bytes: int) -> str:
-    """``name`` cut to at most ``max_bytes`` bytes of its file-system encoding, never inside a character."""
-    out, used = [], 0
-    for ch in name:
-        n = len(os.fsencode(ch))
-        if used + n > max_bytes:
-            break
-        out.append(ch)
-        used += n
-    return "".join(out)
+def input_files(paths: Sequence[Path]) -> list[Path]:
+    """Each folder becomes the images and videos under it (recursive, sorted, hidden entries skipped, as
+    ``dff train`` finds them); a file stays as given, and so does a folder with no media in it (it fails
+    where it is analysed, with its one-line reason); an input named twice is analysed once."""
+    from pipeline.errors import ConfigError
+    from pipeline.train.data import scan_media
 
-
-def report_stems(paths: Sequence[Path]) -> list[str]:
-    """The report file name (without ``.json``/``.csv``) of each input, following ``REPORT_NAME_RULE``:
-    legal (at most 250 bytes, so ``.json`` still fits in 255) and different for different inputs.
-
-    Pure apart from ``Path.absolute`` (no file is touched). The same input given twice gets the same stem."""
-    full = [os.fsencode(p.absolute()) for p in paths]
-    names = [p.name or "input" for p in paths]
-    sharing: dict[str, set[bytes]] = {}
-    for name, key in zip(names, full, strict=True):
-        sharing.setdefault(name.casefold(), set()).add(key)  # casefold: a case-insensitive disk would clash
-
-    def hashed(name: str, key: bytes, chars: int) -> str:
-        tag = "-" + hashlib.sha256(key).hexdigest()[:chars]
-        return _fit(name, _STEM_MAX_BYTES - len(tag)) + tag
-
-    stems: list[str] = []
-    owner: dict[str, bytes] = {}
-    for name, key in zip(names, full, strict=True):
-        fits = len(os.fsencode(name)) <= _STEM_MAX_BYTES
-        stem = name if fits and len(sharing[name.casefold()]) == 1 else hashed(name, key, _HASH_CHARS)
-        chars = _HASH_CHARS
-        while owner.setdefault(stem.casefold(), key) != key:  # a plain name that equals another's hashed one
-            chars += 8
-            stem = hashed(name, key, chars)
-        stems.append(stem)
-    return stems
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for path in paths:
+        found = [path]
+        if path.is_dir():
+            try:
+                found = scan_media(path)
+            except ConfigError:  # no media under it: kept, so the scan says so on its own line
+                pass
+        for one in found:
+            key = one.absolute()
+            if key not in seen:
+                seen.add(key)
+                files.append(one)
+    return files
 
 
 def prepare_outputs(args: argparse.Namespace, engine: Engine, err: TextIO) -> bool:
@@ -130,14 +111,15 @@ def prepare_outputs(args: argparse.Namespace, engine: Engine, err: TextIO) -> bo
 
 
 def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Analyse each file in turn. Any failure of one file (bad media, an internal error, a report that
-    cannot be written) becomes that file's one line ``name: error: reason`` and the next file still runs;
-    only Ctrl-C stops the batch."""
+    """Analyse each file in turn (a folder: the media under it, see ``input_files``). Any failure of one
+    file (bad media, an internal error, a report that cannot be written) becomes that file's one line
+    ``name: error: reason`` and the next file still runs; only Ctrl-C stops the batch."""
     from pipeline.engine import Engine
     from pipeline.errors import DffError, ModelError
 
     try:
         settings = settings_from_args(args)
+        files = input_files(args.files)
         engine = Engine.open(settings, allow_untrained=args.allow_untrained)
     except (ModelError, DffError) as e:
         print(f"dff scan: {e}", file=err)
@@ -146,21 +128,20 @@ def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
 
     failed = 0
-    stems = report_stems(args.files)
+    stems = report_stems(files)
+    index = None if args.json is None else ReportIndex(args.json)
     with engine:
-        for done, (path, stem) in enumerate(zip(args.files, stems, strict=True)):
+        for done, (path, stem) in enumerate(zip(files, stems, strict=True)):
             try:
                 report = _scan_one(path, engine, settings, args, err)
-                print(verdict_line(report), file=out, flush=True)
-                if report.incomplete:
+                written, why = save_reports(report, path, stem, index, args)
+                print(verdict_line(report) + report_note(written), file=out, flush=True)
+                if report.incomplete or why is not None:
                     failed += 1
-                try:
-                    _write_reports(report, stem, args)
-                except OSError as e:  # disk full, permissions: this file's failure, not the run's
-                    failed += 1
-                    print(f"{path.name}: error: cannot write its report: {e.strerror or e} ({e.filename})", file=err)
+                if why is not None:  # disk full, permissions: this file's failure, not the run's
+                    print(f"{path.name}: error: {why}", file=err)
             except KeyboardInterrupt:
-                print(f"dff scan: interrupted at {path.name}; {done} of {len(args.files)} files done", file=err)
+                print(f"dff scan: interrupted at {path.name}; {done} of {len(files)} files done", file=err)
                 return EXIT_INTERRUPTED
             except DffError as e:
                 failed += 1
@@ -214,13 +195,28 @@ def _scan_one(path: Path, engine, settings, args: argparse.Namespace, err: TextI
     return report
 
 
-def _write_reports(report, stem: str, args: argparse.Namespace) -> None:
+def save_reports(
+    report: Report, path: Path, stem: str, index: ReportIndex | None, args: argparse.Namespace
+) -> tuple[list[Path], str | None]:
+    """Write ``path``'s report as ``--json``/``--csv`` ask, under ``report_stem``'s name (``stem``, this
+    run's name, unless that holds another file's report), and note it in ``index``. Returns the files
+    written, in order, and why the rest could not be (disk full, permissions) or None."""
     from pipeline.report import report_to_csv, report_to_json
 
-    if args.json is not None:
-        (args.json / f"{stem}.json").write_text(report_to_json(report))
-    if args.csv is not None:
-        (args.csv / f"{stem}.csv").write_text(report_to_csv(report))
+    stem = report_stem(path, stem, report.media.sha256, index)
+    written: list[Path] = []
+    for directory, suffix, render in ((args.json, ".json", report_to_json), (args.csv, ".csv", report_to_csv)):
+        if directory is None:
+            continue
+        target = directory / f"{stem}{suffix}"
+        try:
+            target.write_text(render(report))
+        except OSError as e:
+            return written, f"cannot write its report: {e.strerror or e} ({e.filename})"
+        written.append(target)
+        if index is not None and suffix == ".json":
+            index.add(target.name, report.media.sha256)
+    return written, None
 
 
 def client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

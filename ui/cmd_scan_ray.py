@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -22,12 +19,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ui import cmd_analyze
-from ui.cmd_analyze import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, verdict_line
+from ui.cmd_analyze import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    input_files,
+    save_reports,
+    verdict_line,
+)
+from ui.report_names import ReportIndex, report_note, report_stems, shown_path
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
     from pipeline.engine import Engine
-    from pipeline.types import Report
     from stream.programs import JobRequest
 
 HASH_THREADS = 4  # inputs hashed at once on a rerun (hashlib releases the GIL while it hashes)
@@ -66,38 +71,6 @@ def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return cmd_analyze.scan(args, out, err)
 
 
-def input_files(paths: Sequence[Path]) -> list[Path]:
-    """Each folder becomes the images and videos under it (recursive, sorted, hidden entries skipped, as
-    ``dff train`` finds them); a file stays as given; an input named twice is analysed once.
-    Raises ConfigError for a folder with no media in it."""
-    from pipeline.train.data import scan_media
-
-    files: list[Path] = []
-    seen: set[Path] = set()
-    for path in paths:
-        for found in scan_media(path) if path.is_dir() else [path]:
-            key = found.absolute()
-            if key not in seen:
-                seen.add(key)
-                files.append(found)
-    return files
-
-
-def path_stem(path: Path) -> str:
-    """The report name ``REPORT_NAME_RULE`` gives an input that shares its name: the name cut to fit, '-',
-    8 hex digits of the SHA-256 of its absolute path."""
-    tag = "-" + hashlib.sha256(os.fsencode(path.absolute())).hexdigest()[: cmd_analyze._HASH_CHARS]
-    return cmd_analyze._fit(path.name or "input", cmd_analyze._STEM_MAX_BYTES - len(tag)) + tag
-
-
-def report_stem(path: Path, stem: str, media_sha256: str | None, index: ReportIndex | None) -> str:
-    """``stem`` (``report_stems``' name in this run) unless DIR/<stem>.json is, from an earlier run, the
-    report of other bytes: then ``path_stem``, so no earlier report is lost (the report of the same bytes,
-    from an older model or incomplete, is replaced)."""
-    other = None if index is None else index.media_of(f"{stem}.json")
-    return stem if other is None or other == media_sha256 else path_stem(path)
-
-
 # -- resuming: what a rerun skips --------------------------------------------------------------------------
 
 
@@ -115,44 +88,6 @@ class ResumePlan:
 
     todo: tuple[Path, ...]
     skipped: tuple[Skipped, ...]
-
-
-class ReportIndex:
-    """The complete reports in a --json directory, read once: which (media SHA-256, model SHA-256) pairs have
-    one, and which file each report name is about. A report with ``incomplete`` set does not count (its
-    file is analysed again); a ``*.json`` that is no report of ours is ignored and counted in ``unreadable``."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.unreadable = 0
-        self._pairs: dict[tuple[str, str], Path] = {}
-        self._media: dict[str, str] = {}  # report file name -> media SHA-256
-        if not directory.is_dir():
-            return
-        for path in sorted(directory.glob("*.json")):
-            try:  # two fields and a flag; building whole Reports for thousands of files would cost more
-                data = json.loads(path.read_bytes())
-                media, model, incomplete = data["media"]["sha256"], data["model"]["sha256"], data["incomplete"]
-            except (OSError, ValueError, KeyError, TypeError):
-                self.unreadable += 1
-                continue
-            if not isinstance(media, str) or not isinstance(model, str):
-                self.unreadable += 1
-                continue
-            self._media[path.name] = media
-            if incomplete is None:
-                self._pairs.setdefault((media, model), path)
-
-    def __len__(self) -> int:
-        return len(self._media)
-
-    def find(self, media_sha256: str, model_sha256: str) -> Path | None:
-        """The report of this file with this model, or None."""
-        return self._pairs.get((media_sha256, model_sha256))
-
-    def media_of(self, file_name: str) -> str | None:
-        """The media SHA-256 the report named ``file_name`` (e.g. ``clip.mp4.json``) is about, or None."""
-        return self._media.get(file_name)
 
 
 def _hash(path: Path) -> str | None:
@@ -236,7 +171,7 @@ def _scan_files(
     index = None if args.json is None else ReportIndex(args.json)
     plan = plan_resume(files, index, engine.info.sha256)
     for skipped in plan.skipped:
-        print(f"{skipped.path.name}: skipped, already reported in {skipped.report}", file=out)
+        print(f"{skipped.path.name}: skipped, already reported in {shown_path(skipped.report)}", file=out)
     if plan.skipped:
         print(
             f"dff scan: {len(plan.skipped)} of {len(files)} files already reported in {args.json} "
@@ -245,7 +180,7 @@ def _scan_files(
         )
     if not plan.todo:
         return EXIT_OK
-    stems = dict(zip(files, cmd_analyze.report_stems(files), strict=True))
+    stems = dict(zip(files, report_stems(files), strict=True))  # all of them: a rerun names each the same
     scanner = RayScanner(settings, engine, request)
     try:
         scanner.start()
@@ -259,9 +194,8 @@ def _scan_files(
             for outcome in outcomes:
                 done += 1
                 if isinstance(outcome, Scanned):
-                    stem = report_stem(outcome.path, stems[outcome.path], outcome.report.media.sha256, index)
-                    why = _write(outcome.report, stem, args)
-                    tqdm.write(verdict_line(outcome.report), file=out)
+                    written, why = save_reports(outcome.report, outcome.path, stems[outcome.path], index, args)
+                    tqdm.write(verdict_line(outcome.report) + report_note(written), file=out)
                     failed += 1 if why is not None or outcome.report.incomplete else 0
                 else:
                     failed += 1
@@ -277,12 +211,3 @@ def _scan_files(
     finally:
         bar.close()
     return EXIT_SOME_FAILED if failed else EXIT_OK
-
-
-def _write(report: Report, stem: str, args: argparse.Namespace) -> str | None:
-    """Write the report's files; why not, when they could not be written (disk full, permissions)."""
-    try:
-        cmd_analyze._write_reports(report, stem, args)
-    except OSError as e:
-        return f"cannot write its report: {e.strerror or e} ({e.filename})"
-    return None

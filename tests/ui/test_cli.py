@@ -20,8 +20,8 @@ from pipeline.models import build_model, save_checkpoint
 from pipeline.types import SampleMode, Strategy
 from tests.media import astronaut, face_scene, moving_faces_clip
 from ui.cli import build_parser, main
-from ui.cmd_analyze import report_stems
 from ui.cmd_flags import MODE_FLAGS, sample_mode
+from ui.report_names import path_stem, shown_path
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,9 @@ def test_scan_writes_json_and_csv_and_one_line_per_file(media, checkpoint, tmp_p
     assert len(lines) == 2
     assert lines[0].startswith("three.png: ") and "(3 people)" in lines[0]
     assert lines[1].startswith("clip.mp4: ") and "2 people" in lines[1] and "suspicious segment" in lines[1]
+    for line, name in zip(lines, ("three.png", "clip.mp4"), strict=True):  # each says where its reports went
+        shown = [shown_path(tmp_path / f"{name}.json"), shown_path(tmp_path / f"{name}.csv")]
+        assert line.endswith(")  -> " + ", ".join(shown)), line
     report = json.loads((tmp_path / "clip.mp4.json").read_text())
     assert report["summary"]["n_people"] == 2
     assert report["model"]["name"] == "random_seed_format.pth"
@@ -202,46 +205,8 @@ def test_ctrl_c_stops_the_batch(media, checkpoint, monkeypatch):
     assert "interrupted at astro.jpg; 0 of 2 files done" in err
 
 
-# -- report names: always legal, one per input (issue 9, finding 7) -----------------------------------------
-
-
-def _stem_ok(stem: str) -> None:
-    raw = os.fsencode(stem)
-    assert len(raw) + len(".json") <= 255, len(raw)
-    raw.decode("utf-8")  # cut on a character boundary: still valid UTF-8
-
-
-@pytest.mark.parametrize(
-    ("names", "expect_plain"),
-    [
-        (["a/clip.mp4", "b/photo.jpg"], [True, True]),
-        (["a/1.jpg", "b/1.jpg"], [False, False]),  # same base name in two folders: both get their path's hash
-        (["a/1.jpg", "a/1.jpg"], [True, True]),  # the same input twice is the same report
-        (["x" * 251 + ".jpg"], [False]),  # a legal 255-byte name: + ".json" would be 260
-        (["顔" * 200 + ".jpg"], [False]),  # 200 CJK characters: 604 bytes
-        (["a/Face.JPG", "b/face.jpg"], [False, False]),  # would clash on a case-insensitive disk
-        (["x" * 246 + ".jpg"], [True]),  # exactly 250 bytes: fits with .json
-    ],
-)
-def test_report_stems_are_legal_and_unique(names, expect_plain, tmp_path):
-    paths = [tmp_path / n for n in names]
-    stems = report_stems(paths)
-    for path, stem, plain in zip(paths, stems, expect_plain, strict=True):
-        _stem_ok(stem)
-        assert (stem == path.name) is plain, stem
-        if not plain:
-            digest = hashlib.sha256(os.fsencode(path.absolute())).hexdigest()[:8]
-            assert stem.endswith("-" + digest) and path.name.startswith(stem[: -len(digest) - 1])
-    distinct_inputs = {p.absolute() for p in paths}
-    assert len({s.casefold() for s in stems}) == len(distinct_inputs)
-
-
-def test_a_plain_name_that_equals_another_inputs_hashed_name_still_gets_its_own_report(tmp_path):
-    first = report_stems([tmp_path / "a" / "1.jpg", tmp_path / "b" / "1.jpg"])[0]
-    stems = report_stems([tmp_path / "a" / "1.jpg", tmp_path / "b" / "1.jpg", tmp_path / "c" / first])
-    assert stems[0] == first and len(set(stems)) == 3
-    for stem in stems:
-        _stem_ok(stem)
+# -- report names: always legal, one per input, never over another file's (issue 9 finding 7, issue 13 part 6)
+# (the naming rules alone: tests/ui/test_report_names.py)
 
 
 def test_scan_writes_one_legal_report_per_input_for_long_and_duplicate_names(media, checkpoint, tmp_path):
@@ -267,6 +232,84 @@ def test_scan_writes_one_legal_report_per_input_for_long_and_duplicate_names(med
         by_name.setdefault(media_facts["name"], []).append(media_facts["sha256"])
     assert sorted(by_name) == sorted({p.name for p in inputs})
     assert len(set(by_name["1.jpg"])) == 2  # a/1.jpg and b/1.jpg: two reports of two different photos
+    shown = [_written(line) for line in out.strip().splitlines()]  # each line names its own two reports
+    assert sorted(p for paths in shown for p in paths) == sorted(shown_path(p) for p in out_dir.iterdir())
+
+
+def _written(line: str) -> list[str]:
+    """The report paths a verdict line ends with (``name: REAL 0.12 (1 person)  -> out/a.json, out/a.csv``)."""
+    verdict, sep, where = line.partition("  -> ")
+    assert sep and verdict.endswith(")"), line
+    return where.split(", ")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_same_names_in_two_folders_get_two_reports_and_a_later_run_never_overwrites_another_files(
+    media, checkpoint, tmp_path, monkeypatch
+):
+    a, b = tmp_path / "src" / "a" / "1.jpg", tmp_path / "src" / "b" / "1.jpg"
+    a.parent.mkdir(parents=True)
+    b.parent.mkdir()
+    a.write_bytes((media / "astro.jpg").read_bytes())
+    Image.open(media / "three.png").convert("RGB").save(b)
+    monkeypatch.chdir(tmp_path)  # the lines name the reports relative to here: out/...
+    flags = ("--json", "out", "--csv", "out")
+
+    def reports_of(stdout: str) -> list[list[str]]:
+        return [_written(line) for line in stdout.strip().splitlines()]
+
+    def media_in(shown: str) -> str:
+        return json.loads((tmp_path / shown).read_text())["media"]["sha256"]
+
+    code, out, err = _scan(checkpoint, a, b, extra=flags)
+    assert code == 0, err
+    assert reports_of(out) == [[f"out/{path_stem(p)}.{kind}" for kind in ("json", "csv")] for p in (a, b)]
+    assert [media_in(f"out/{path_stem(p)}.json") for p in (a, b)] == [_sha256(a), _sha256(b)]
+    assert len(list((tmp_path / "out").iterdir())) == 4
+    first = {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()}
+
+    # b alone later: alone, its name is plain 1.jpg again; a's report (and b's first) are untouched
+    code, out, err = _scan(checkpoint, b, extra=flags)
+    assert code == 0, err
+    assert reports_of(out) == [["out/1.jpg.json", "out/1.jpg.csv"]] and media_in("out/1.jpg.json") == _sha256(b)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir() if path.name in first} == first
+    b_report = (tmp_path / "out" / "1.jpg.json").read_bytes()
+
+    # a alone: out/1.jpg.json is b's (other bytes), so a takes its hashed name, where its own report was
+    code, out, err = _scan(checkpoint, a, extra=flags)
+    assert code == 0, err
+    assert reports_of(out) == [[f"out/{path_stem(a)}.json", f"out/{path_stem(a)}.csv"]]
+    assert (tmp_path / "out" / "1.jpg.json").read_bytes() == b_report
+    assert media_in(f"out/{path_stem(a)}.json") == _sha256(a) and len(list((tmp_path / "out").iterdir())) == 6
+
+
+def test_a_folder_is_the_media_under_it_in_order_and_one_without_media_fails_alone(
+    media, checkpoint, tmp_path, monkeypatch
+):
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    (inbox / ".hidden").mkdir()
+    (inbox / "b.jpg").write_bytes((media / "astro.jpg").read_bytes())
+    (inbox / "sub" / "a.png").write_bytes((media / "three.png").read_bytes())
+    (inbox / ".hidden" / "c.jpg").write_bytes((media / "astro.jpg").read_bytes())
+    (inbox / "notes.txt").write_text("not media")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _scan(checkpoint, "inbox", "empty", media / "astro.jpg", extra=("--json", "out"))
+    assert code == 1, err  # the empty folder is this run's one failure
+    lines = out.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == ["b.jpg", "a.png", "astro.jpg"]  # sorted, then as given
+    assert "(3 people)" in lines[1] and [_written(line) for line in lines] == [
+        ["out/b.jpg.json"],
+        ["out/a.png.json"],
+        ["out/astro.jpg.json"],
+    ]
+    errors = err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("empty: error: "), err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png.json", "astro.jpg.json", "b.jpg.json"]
 
 
 # -- dff client on a bad path (issue 9, finding 8) -----------------------------------------------------------

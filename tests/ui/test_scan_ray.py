@@ -32,8 +32,10 @@ from stream.ray_scan import CANCEL_GRACE_S, RayScanner, RunningFile, ScanFailed,
 from stream.service import resolve_options
 from tests.media import astronaut, face_scene, moving_faces_clip
 from tests.raycluster import close_to, local_cluster
+from tests.ui.test_report_names import write_report
 from ui.cli import main
-from ui.cmd_scan_ray import ReportIndex, input_files, path_stem, plan_resume, report_stem
+from ui.cmd_scan_ray import plan_resume
+from ui.report_names import ReportIndex, shown_path
 
 pytestmark = pytest.mark.timeout(180)
 EVERY_S = 0.5  # the 4 s clip gives 8 frames: a few seconds on one CPU, time to act on it mid-way
@@ -143,6 +145,10 @@ def test_every_good_file_gets_the_in_process_report_and_each_bad_one_its_line(fi
     for name in expected:
         close_to(got[name], expected[name], where=name)
     assert len(list(out.glob("*.csv"))) == 3
+    # each verdict line ends with where its two reports went: all of them, once each
+    shown = [line.partition(")  -> ")[2].split(", ") for line in lines]
+    assert sorted(p for paths in shown for p in paths) == sorted(shown_path(p) for p in out.iterdir()), lines
+    assert all(len(paths) == 2 and paths[0].endswith(".json") and paths[1].endswith(".csv") for paths in shown)
     print(f"first dff scan --ray (5 files, pool start included): {seconds:.1f} s")
 
 
@@ -173,6 +179,8 @@ def test_a_rerun_skips_what_is_reported_and_analyses_a_file_added_since(
         assert "3 of 6 files already reported" in stderr
         analysed = [line for line in stdout.splitlines() if line not in skipped]
         assert len(analysed) == 1 and analysed[0].startswith("new.png: ") and "(3 people)" in analysed[0]
+        assert analysed[0].endswith("(3 people)  -> " + shown_path(out / "new.png.json")), analysed[0]
+        assert all(line.endswith(".json") and shown_path(out) in line for line in skipped), skipped
         assert {path.name: path.read_bytes() for path in out.iterdir() if path.name in before} == before
         assert (out / "new.png.json").is_file()
 
@@ -311,10 +319,6 @@ class TestScanner:
 # -- the resume rules (pure: no Ray) -----------------------------------------------------------------------------
 
 
-def write_report(path: Path, media: str, model: str, incomplete: str | None = None) -> None:
-    path.write_text(json.dumps({"media": {"sha256": media}, "model": {"sha256": model}, "incomplete": incomplete}))
-
-
 def test_resume_plan_skips_only_files_with_a_complete_report_of_the_same_bytes_and_model(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -338,33 +342,6 @@ def test_resume_plan_skips_only_files_with_a_complete_report_of_the_same_bytes_a
     assert plan.skipped[0].report == reports / "done.jpg.json"
     assert [path.name for path in plan.todo] == ["other_model.jpg", "incomplete.mp4", "new.jpg", "gone.jpg"]
     assert plan_resume(list(files.values()), None, "M").todo == tuple(files.values())  # no --json: no hashing
-
-
-@pytest.mark.parametrize(
-    ("existing_media", "expect_hashed"),
-    [
-        (None, False),  # no report of that name yet
-        ("SAME", False),  # the same bytes' report (an older model, or incomplete): replaced
-        ("OTHER", True),  # another file's report from an earlier run: kept, ours gets the path-hashed name
-    ],
-)
-def test_a_report_never_replaces_another_files_report(tmp_path, existing_media, expect_hashed):
-    if existing_media is not None:
-        write_report(tmp_path / "clip.mp4.json", existing_media, "M")
-    source = tmp_path / "inbox" / "clip.mp4"
-    stem = report_stem(source, "clip.mp4", "SAME", ReportIndex(tmp_path))
-    assert stem == (path_stem(source) if expect_hashed else "clip.mp4")
-    if expect_hashed:
-        assert stem.startswith("clip.mp4-") and len(stem) == len("clip.mp4-") + 8
-
-
-def test_folders_become_their_media_once_each(tmp_path):
-    (tmp_path / "d" / "sub").mkdir(parents=True)
-    (tmp_path / "d" / ".hidden").mkdir()
-    for rel in ("d/b.jpg", "d/sub/a.mp4", "d/.hidden/c.jpg", "d/notes.txt", "e.png"):
-        (tmp_path / rel).write_bytes(b"x")
-    found = input_files([tmp_path / "d", tmp_path / "e.png", tmp_path / "d" / "b.jpg"])
-    assert [path.relative_to(tmp_path).as_posix() for path in found] == ["d/b.jpg", "d/sub/a.mp4", "e.png"]
 
 
 def test_ray_address_without_ray_is_a_usage_error(tmp_path):
