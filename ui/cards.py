@@ -83,12 +83,28 @@ def empty_state() -> str:
     )
 
 
+# `dff models get`'s default (pipeline/detectors/catalog.py DEFAULT_NAME; the web ui does not import
+# pipeline, so tests/ui/test_models_get.py checks these words against the catalogue).
+GET_MODEL_COMMAND = "dff models get mesonet4-df"
+GET_MODEL_WHAT = "MesoNet's published weights, Apache-2.0, 156 KB"
+
+
+def get_model_hint() -> str:
+    """The one-command way to a model, in words: what the Models tab and the no-model banner offer."""
+    return (
+        f"Or, on the server's machine, run `{GET_MODEL_COMMAND}` ({GET_MODEL_WHAT}), then press Refresh in "
+        "the Models tab and activate it."
+    )
+
+
 def no_model_banner() -> str:
     """The plain banner on top of the page when the server has no model."""
     return (
         '<div class="dff-banner dff-banner-nomodel" data-status="no_model" role="alert"><b>No model installed.</b> '
         "This server cannot give verdicts yet. Open the <b>Models</b> tab to upload a checkpoint "
-        "(.pth, .pt or .h5) and activate it.</div>"
+        "(.pth, .pt or .h5) and activate it. Or, on the server's machine, run "
+        f'<code class="dff-get-model">{escape(GET_MODEL_COMMAND)}</code> ({escape(GET_MODEL_WHAT)}), then '
+        "activate it in the <b>Models</b> tab.</div>"
     )
 
 

@@ -273,6 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--dir", type=Path, help="models directory (default $DFF_MODELS_DIR or DATA_DIR/models)")
     models.set_defaults(func=cmd_models.models)
+    models_sub = models.add_subparsers(title="subcommands", metavar="{get}")
+    get = models_sub.add_parser(
+        "get",
+        help="download a published model, pinned by commit and SHA-256, and install it (--list: which)",
+        description="Download published weights from their public repository, pinned by commit and SHA-256, "
+        "check them, install them into the models directory with a model card. An existing different file of "
+        "the same name is never replaced. Exit 0 installed or already there, 1 failed (nothing installed), 2 usage.",
+    )
+    get.add_argument("name", nargs="?", help="which model (--list shows them, e.g. mesonet4-df)")
+    get.add_argument("--list", action="store_true", help="list the published models this command can get")
+    get.add_argument("--dir", type=Path, default=argparse.SUPPRESS, help="models directory (as for `dff models`)")
+    get.add_argument(
+        "--base-url",
+        help="download from this mirror: BASE/{repo}/{commit}/{path}, or a template naming {repo}, {commit}, "
+        "{path} (default $DFF_MODELS_BASE_URL, else https://raw.githubusercontent.com)",
+    )
+    get.add_argument("--timeout-s", type=float, default=30.0, help="connect/read timeout in seconds (default 30)")
+    get.set_defaults(func=cmd_models.get)
 
     # bench/ is the top floor: nothing imports it (tests/test_architecture.py), so `dff bench` hands its
     # arguments, --help included, to `python -m bench` in a child process. prefix_chars: no flag is ours.

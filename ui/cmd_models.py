@@ -1,12 +1,18 @@
-"""``dff train``, ``dff eval``, ``dff models`` and ``dff bench``: making, measuring and timing models
-(``dff bench`` runs ``python -m bench`` in a child process)."""
+"""``dff train``, ``dff eval``, ``dff models`` (``get``: published weights) and ``dff bench``: making,
+getting, measuring and timing models (``dff bench`` runs ``python -m bench`` in a child process)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from ui.cmd_analyze import EXIT_OK, EXIT_USAGE
+from ui.cmd_analyze import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from pipeline.detectors.catalog import Published
+
+BASE_URL_ENV = "DFF_MODELS_BASE_URL"  # where `dff models get` downloads from (a mirror); --base-url wins
 
 
 def train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -114,6 +120,107 @@ def models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
     print(format_models(directory, list_models(directory)), file=out)
     return EXIT_OK
+
+
+def get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``dff models get NAME``: download a published model pinned by commit and SHA-256 (catalogue in
+    pipeline/detectors/catalog.py), install it in the models directory with a model card. ``--list``: the
+    catalogue. Exit 0 installed (or already there), 1 the download or install failed, 2 bad usage."""
+    import os
+
+    from pipeline.config import Settings
+    from pipeline.detectors import catalog
+    from pipeline.errors import DffError
+    from ui import models_get
+
+    if args.list:
+        print(catalog.listing(), file=out)
+        return EXIT_OK
+    if not args.name:
+        print(f"dff models get: name a model: {', '.join(catalog.CATALOG)} (--list describes them)", file=err)
+        return EXIT_USAGE
+    try:
+        entry = catalog.published(args.name)
+        url = catalog.download_url(entry, args.base_url or os.environ.get(BASE_URL_ENV) or catalog.DEFAULT_BASE_URL)
+        directory = Settings.from_env(models_dir=args.dir).resolved_models_dir
+        if not args.timeout_s > 0:
+            raise ValueError(f"--timeout-s must be > 0, got {args.timeout_s}")
+    except (DffError, ValueError) as e:
+        print(f"dff models get: {e}", file=err)
+        return EXIT_USAGE
+    print(f"dff models get: {entry.name}: {url} ({entry.size_text}, sha256 {entry.sha256[:16]}…)", file=err)
+    try:
+        done = models_get.install(
+            models_get.Pin(url, entry.size_bytes, entry.sha256),
+            directory / entry.file_name,
+            timeout_s=args.timeout_s,
+        )
+    except models_get.DownloadError as e:
+        print(f"dff models get: {e}; nothing installed", file=err)
+        return EXIT_SOME_FAILED
+    try:
+        card_note = _card_for_published(entry, done.path, done.sha256, url)
+    except OSError as e:
+        print(f"dff models get: {done.path} is installed, but its model card could not be written: {e}", file=err)
+        return EXIT_SOME_FAILED
+    what = "already installed" if done.already else "installed"
+    print(
+        f"{what} {entry.name}: {done.path} ({entry.size_bytes} bytes, sha256 {done.sha256[:16]}…; "
+        f"{entry.licence}, {entry.authors})",
+        file=out,
+    )
+    print(f"model card: {card_note}", file=out)
+    print(f"use it: dff scan FILE --checkpoint {done.path}", file=out)
+    print(_default_note(directory, done.path), file=out)
+    return EXIT_OK
+
+
+def _card_for_published(entry: Published, path: Path, sha256: str, url: str) -> str:
+    """Write the card beside the installed file unless one already describes it (a `dff eval` may have
+    added metrics and calibration to it); what was done, in words."""
+    import dataclasses
+    import time
+
+    from pipeline.detectors import catalog
+    from pipeline.detectors.registry import detector
+    from pipeline.models import card_path, read_card
+    from ui import models_get
+
+    try:
+        existing = read_card(path)
+    except ValueError:
+        existing = None  # unreadable: replaced
+    card = card_path(path)
+    if existing is not None and existing.get("sha256") == sha256:
+        return f"{card} (kept: it already describes this file)"
+    spec = detector(entry.detector)
+    document = catalog.model_card(
+        entry,
+        sha256,
+        architecture=spec.architecture,
+        preprocess=dataclasses.asdict(spec.profile),
+        url=url,
+        installed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    models_get.write_json(card, document)
+    return f"{card} (uncalibrated: threshold 0.5 until `dff eval --calibrate` fits one)"
+
+
+def _default_note(directory: Path, path: Path) -> str:
+    """Whether the service picks ``path`` by default (the newest checkpoint in ``directory``)."""
+    from pipeline.errors import NoModel
+    from pipeline.models import find_checkpoint
+
+    try:
+        newest = find_checkpoint(None, directory)
+    except NoModel:
+        newest = None
+    if newest == path:
+        return (
+            f"it is the newest model in {directory}: `dff scan` and `dff serve` load it by default (unless "
+            "DFF_CHECKPOINT is set, or the server has another model activated in its Models tab)"
+        )
+    return f"the newest model in {directory} is {newest.name if newest else '?'}: pass --checkpoint to use this one"
 
 
 def bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

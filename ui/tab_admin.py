@@ -88,7 +88,9 @@ class AdminTabs:
                 "warn" if flag else "info",
             )
         else:
-            summary = cards.info_box("No model is active: upload a checkpoint below, then activate it.", "warn")
+            summary = cards.info_box(
+                f"No model is active: upload a checkpoint below, then activate it. {cards.get_model_hint()}", "warn"
+            )
         names = [m["name"] for m in listing.get("models", [])]
         if active and active["name"] not in names:  # loaded with --checkpoint from outside the models directory
             rows.insert(0, [active["name"], "—", "✓ active (--checkpoint)", active["sha256"], ""])
