@@ -58,6 +58,11 @@ class Settings:
     # Photos: detect at full size up to here, so a photo's P(fake) equals the seed recipe's (which ran
     # MTCNN on the full image); a 640-px copy moved boxes by a few pixels and P(fake) by ~0.005.
     photo_detect_max_side_px: int = 2048
+    # Videos: a frame larger than detect_max_side_px where the fast pass found nothing, or fewer faces than the
+    # frame before, gets a second pass at higher resolution (small faces), on at most about recover_budget of
+    # the sampled frames (the rule is in pipeline/faces.py)
+    recover_small_faces: bool = True
+    recover_budget: float = 0.25  # fraction of a video's sampled frames that may get a recovery pass
     detect_chunk: int = 1  # frames per MTCNN call; 1 is fastest on CPU (NOTES.md), GPUs want more
     # classification batching (flush rules in pipeline/batching.py)
     classify_batch: int = 32
@@ -119,6 +124,7 @@ class Settings:
                 self.photo_detect_max_side_px >= 64,
                 f"photo_detect_max_side_px must be >= 64, got {self.photo_detect_max_side_px}",
             ),
+            (0 <= self.recover_budget <= 1, f"recover_budget must be in [0, 1], got {self.recover_budget}"),
             (self.detect_chunk >= 1, f"detect_chunk must be >= 1, got {self.detect_chunk}"),
             (self.classify_batch >= 1, f"classify_batch must be >= 1, got {self.classify_batch}"),
             (self.max_pending_frames >= 1, f"max_pending_frames must be >= 1, got {self.max_pending_frames}"),
