@@ -9,7 +9,9 @@ values only, so it loads with ``torch.load(..., weights_only=True)``.
 What their inference feeds the net (src/inference/preprocess.py, inference_image.py, inference_video.py):
 - the face: the RetinaFace box widened by 1/8 of its width and height on every side (``crop_face`` with
   ``phase="test"``: margin w/4 * 0.5), clipped to the frame, resized to 380×380 with ``cv2.resize``
-  (bilinear), **RGB** (PIL for images, ``cv2.COLOR_BGR2RGB`` for video frames);
+  (bilinear; the box's aspect ratio is not kept), **RGB** (PIL for images, ``cv2.COLOR_BGR2RGB`` for
+  video frames). In facenet's ``extract_face`` terms the 1.25× box is ``margin = 0.2 * image_size``
+  (76 px of 380), on an MTCNN box instead of a RetinaFace one;
 - N×3×380×380 float32 = uint8 / 255, **no mean/std and no [-1, 1] mapping**. ``advprop=True`` only picks
   which ImageNet weights ``from_pretrained`` downloads (efficientnet_pytorch utils ``url_map_advprop``);
   the architecture is the same, and the [-1, 1] input those weights were pretrained on was never used:
