@@ -35,6 +35,8 @@ class Settings:
     data_dir: Path = dataclasses.field(default_factory=_default_data_dir)
     models_dir: Path | None = None  # None = data_dir / "models"
     checkpoint: Path | None = None  # explicit checkpoint; else newest file in models_dir
+    # >= 2 checkpoints scored together (pipeline/ensemble.py), overriding checkpoint; DFF_ENSEMBLE=a.h5,b.pth
+    ensemble: tuple[Path, ...] = ()
     # compute
     device: str = "auto"  # "auto" = cuda when available, else cpu; or any torch device string
     torch_threads: int = 0  # 0 = leave torch's default
@@ -152,6 +154,11 @@ class Settings:
             (self.ray_actors >= 1, f"ray_actors must be >= 1, got {self.ray_actors}"),
             (self.ray_actor_cpus > 0, f"ray_actor_cpus must be > 0, got {self.ray_actor_cpus}"),
             (self.ray_gather_ms >= 0, f"ray_gather_ms must be >= 0, got {self.ray_gather_ms}"),
+            (len(self.ensemble) != 1, f"an ensemble needs 2 or more checkpoints, got {len(self.ensemble)}"),
+            (
+                not (self.ensemble and self.backend == "ray"),
+                "an ensemble runs on the local backend only (the Ray actors are shipped one checkpoint)",
+            ),
             (
                 self.database_url is None or self.database_url.startswith(("postgresql://", "postgres://")),
                 "database_url must be a postgresql:// URL (or unset for SQLite)",
@@ -221,6 +228,8 @@ def _parse(name: str, type_name: object, raw: str) -> object:
     """Turn one environment string into the field's type; ConfigError naming the variable if it can't."""
     t = str(type_name)
     try:
+        if t.startswith("tuple[Path"):
+            return tuple(Path(part.strip()).expanduser() for part in raw.split(",") if part.strip())
         if "Path" in t:
             return Path(raw).expanduser()
         if "SampleMode" in t:

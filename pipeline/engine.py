@@ -13,11 +13,13 @@ import torch
 from pipeline.batching import ScoreFn
 from pipeline.classify import FaceClassifier
 from pipeline.config import Settings
-from pipeline.detect import FaceDetector
+from pipeline.detect import FaceDetector, crop_faces
 from pipeline.detectors import registry
 from pipeline.device import PRECISION_NAMES, pick_device, pick_precision
+from pipeline.ensemble import Ensemble, ensemble_info, read_stacking
+from pipeline.errors import CheckpointError
 from pipeline.models import LoadedModel, find_checkpoint, load_model
-from pipeline.types import FaceBox, FaceScore, ModelInfo
+from pipeline.types import FaceBox, FaceCrop, FaceScore, ModelInfo, Report
 
 
 @dataclass
@@ -33,6 +35,8 @@ class Engine:
     classifier: FaceClassifier
     # when set (a Ray actor's pipeline.batching.SharedBatches), every score goes through it, not the classifier
     scorer: ScoreFn | None = None
+    # several detectors (Settings.ensemble): ``model`` then describes the ensemble, ``classifier`` is its first
+    ensemble: Ensemble | None = None
 
     @classmethod
     def open(cls, settings: Settings, *, allow_untrained: bool = False) -> Engine:
@@ -43,6 +47,8 @@ class Engine:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         device = pick_device(settings.device)
+        if len(settings.ensemble) > 1:
+            return cls.from_members([load_model(p, device) for p in settings.ensemble], settings)
         path = None
         if settings.checkpoint is not None or not allow_untrained:
             path = find_checkpoint(settings.checkpoint, settings.resolved_models_dir)
@@ -65,15 +71,55 @@ class Engine:
         )
         return cls(model=model, detector=detector, classifier=FaceClassifier(model, trunk_dtype=dtype))
 
+    @classmethod
+    def from_members(cls, members: Sequence[LoadedModel], settings: Settings, *, stacking: bool = True) -> Engine:
+        """An ensemble engine (pipeline/ensemble.py) around >= 2 loaded detectors on one device; its
+        fusion is the stacking of its card in the models directory when there is one (and ``stacking``)."""
+        engines = [cls.from_model(m, settings) for m in members]  # each member at its own precision
+        infos = tuple(e.model.info for e in engines)
+        info = ensemble_info(infos, members[0].info.device)
+        fitted = read_stacking(settings.resolved_models_dir, info) if stacking else None
+        if fitted is not None and len(fitted.weights) != len(members):
+            raise CheckpointError(f"the ensemble card has {len(fitted.weights)} weights for {len(members)} members")
+        if fitted is not None:
+            info = dataclasses.replace(info, calibrated_threshold=fitted.threshold, card_summary=fitted.describe())
+        ensemble = Ensemble(tuple(e.model for e in engines), tuple(e.classifier for e in engines), fitted)
+        first = engines[0]
+        return cls(LoadedModel(first.model.module, info), first.detector, first.classifier, ensemble=ensemble)
+
     @property
     def info(self) -> ModelInfo:
         return self.model.info
 
-    def score(self, crops: Sequence[np.ndarray], boxes: Sequence[FaceBox]) -> list[FaceScore]:
-        """Classify+CAM ``crops`` (S×S×3 uint8 RGB): ``FaceClassifier.score``, or ``scorer`` when set."""
-        return (self.scorer or self.classifier.score)(crops, boxes)
+    @property
+    def detector_infos(self) -> tuple[ModelInfo, ...]:
+        """An ensemble's detectors, in order; () for one detector."""
+        return () if self.ensemble is None else self.ensemble.infos
+
+    def crop(self, image: np.ndarray, boxes: Sequence[FaceBox]) -> list[FaceCrop]:
+        """Each box's crop (H×W×3 uint8 RGB image) as the model wants it; an ensemble's: one per member."""
+        if self.ensemble is not None:
+            return self.ensemble.crop(image, boxes)
+        return crop_faces(image, boxes, self.info.profile)
+
+    def describe(self, report: Report) -> Report:
+        """``report`` naming an ensemble's detectors and fusion rule (unchanged for one detector)."""
+        if self.ensemble is None:
+            return report
+        return dataclasses.replace(report, detectors=self.detector_infos, fusion=self.ensemble.fusion)
+
+    def score(self, crops: Sequence[FaceCrop], boxes: Sequence[FaceBox]) -> list[FaceScore]:
+        """Classify+CAM ``crops`` (from ``crop``): ``scorer`` when set, else the ensemble's fusion, else
+        ``FaceClassifier.score``."""
+        if self.scorer is not None:
+            return self.scorer(crops, boxes)
+        if self.ensemble is not None:
+            return self.ensemble.score(crops, boxes)
+        return self.classifier.score(crops, boxes)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        if self.ensemble is not None:
+            self.ensemble.close()
         self.classifier.close()
 
     def __enter__(self) -> Engine:

@@ -85,36 +85,21 @@ def report_from_dict(data: dict[str, Any]) -> Report:
         media = MediaInfo(**{**data["media"], "kind": MediaKind(data["media"].get("kind", MediaKind.FILE.value))})
         p = data["policy"]
         policy = SamplingPolicy(SampleMode(p["mode"]), p["every_s"], p["count"], p["max_frames"])
-        m = data["model"]
-        prof = m["profile"]
-        profile = PreprocessProfile(
-            **{
-                **prof,
-                "mean": tuple(prof["mean"]) if prof["mean"] else None,
-                "std": tuple(prof["std"]) if prof["std"] else None,
-            }
-        )
-        model = ModelInfo(
-            m["name"],
-            m["sha256"],
-            profile,
-            m["device"],
-            m["untrained"],
-            # card fields are optional: reports written before model cards existed lack them
-            card_name=m.get("card_name"),
-            card_summary=m.get("card_summary"),
-            temperature=m.get("temperature", 1.0),
-            calibrated_threshold=m.get("calibrated_threshold"),
-            precision=m.get("precision", "fp32"),  # reports from before the setting ran in fp32
-            detector=m.get("detector", "seed-irv1"),  # reports from before the registry: the seed's
-        )
+        model = _model(data["model"])
         frames = tuple(
             FrameRow(
                 f["index"],
                 f["time_s"],
                 f["score"],
                 tuple(
-                    FaceRow(x["face_index"], tuple(x["xyxy"]), x["detector_prob"], x["fake_prob"], x["track_id"])
+                    FaceRow(
+                        x["face_index"],
+                        tuple(x["xyxy"]),
+                        x["detector_prob"],
+                        x["fake_prob"],
+                        x["track_id"],
+                        tuple(x.get("detector_probs", ())),
+                    )
                     for x in f["faces"]
                 ),
             )
@@ -150,9 +135,36 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             incomplete=data.get("incomplete"),
             threshold_source=data.get("threshold_source", "settings"),  # older reports: the server's setting
             session=_session(data.get("session")),
+            detectors=tuple(_model(m) for m in data.get("detectors", ())),
+            fusion=data.get("fusion"),
         )
     except (KeyError, TypeError) as err:
         raise ValueError(f"malformed {SCHEMA} report: {err}") from err
+
+
+def _model(m: dict[str, Any]) -> ModelInfo:
+    prof = m["profile"]
+    profile = PreprocessProfile(
+        **{
+            **prof,
+            "mean": tuple(prof["mean"]) if prof["mean"] else None,
+            "std": tuple(prof["std"]) if prof["std"] else None,
+        }
+    )
+    return ModelInfo(
+        m["name"],
+        m["sha256"],
+        profile,
+        m["device"],
+        m["untrained"],
+        # card fields are optional: reports written before model cards existed lack them
+        card_name=m.get("card_name"),
+        card_summary=m.get("card_summary"),
+        temperature=m.get("temperature", 1.0),
+        calibrated_threshold=m.get("calibrated_threshold"),
+        precision=m.get("precision", "fp32"),  # reports from before the setting ran in fp32
+        detector=m.get("detector", "seed-irv1"),  # reports from before the registry: the seed's
+    )
 
 
 def _session(data: dict[str, Any] | None) -> LiveSession | None:
@@ -171,10 +183,11 @@ def _session(data: dict[str, Any] | None) -> LiveSession | None:
 
 
 def report_to_csv(report: Report) -> str:
-    """One row per face (frames without faces have no row), header ``CSV_COLUMNS``."""
+    """One row per face (frames without faces have no row), header ``CSV_COLUMNS``; an ensemble's report
+    adds one ``fake_prob:<detector file>`` column per detector (``fake_prob`` is then the fused one)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(CSV_COLUMNS + tuple(f"fake_prob:{d.name}" for d in report.detectors))
     for frame in report.frames:
         for face in frame.faces:
             x1, y1, x2, y2 = face.xyxy
@@ -192,6 +205,7 @@ def report_to_csv(report: Report) -> str:
                     f"{face.detector_prob:.4f}",
                     f"{face.fake_prob:.6f}",
                     f"{frame.score:.6f}" if frame.score is not None else "",
+                    *(f"{p:.6f}" for p in face.detector_probs),
                 ]
             )
     return out.getvalue()

@@ -21,7 +21,6 @@ from pipeline import __version__
 from pipeline.aggregate import build_report
 from pipeline.batching import prefetch, score_with_fast_start
 from pipeline.config import Settings
-from pipeline.detect import crop_faces
 from pipeline.engine import Engine
 from pipeline.errors import DecodeError, MediaError, SourceError
 from pipeline.faces import detect_faces, detect_params
@@ -104,12 +103,11 @@ def _detect_and_crop(
     source: Source, engine: Engine, settings: Settings, clock: _Clock
 ) -> Generator[CroppedFrame, None, None]:
     """Detect (parameters per kind of media), crop, and drop the full frames; crops count as detection."""
-    profile = engine.info.profile
     frames = clock.timed("decode", source.frames())
     params = detect_params(source.info, settings)
     for frame, boxes in detect_faces(frames, engine.detector, params, lambda s: clock.add("detect", s)):
         t0 = time.perf_counter()
-        crops = tuple(crop_faces(frame.image, boxes, profile))
+        crops = tuple(engine.crop(frame.image, boxes))
         clock.add("detect", time.perf_counter() - t0)
         yield CroppedFrame(frame.index, frame.time_s, tuple(boxes), crops)
 
@@ -141,6 +139,7 @@ def analyze(
         threshold,
         threshold_source,
         inconclusive_band=settings.inconclusive_band,
+        detectors=engine.detector_infos,
     )
     yield start
 
@@ -168,7 +167,7 @@ def analyze(
         # stop decode+detect (and the prefetch thread, if any) before the caller closes the source
         scored.close()
         cropped.close()
-    yield build_report(
+    report = build_report(
         start,
         strategy,
         rows,
@@ -179,6 +178,7 @@ def analyze(
         version=__version__,
         incomplete=clock.stop_reason,
     )
+    yield engine.describe(report)
 
 
 LiveEvent = AnalysisStart | LiveUpdate | SourceNotice | PersonGone | Report
@@ -218,14 +218,20 @@ def watch(
     strategy = strategy or settings.strategy
     threshold, threshold_source = settings.operating_threshold(engine.info, threshold)
     start = AnalysisStart(
-        first.info, None, source.policy, engine.info, threshold, threshold_source, settings.inconclusive_band
+        first.info,
+        None,
+        source.policy,
+        engine.info,
+        threshold,
+        threshold_source,
+        settings.inconclusive_band,
+        engine.detector_infos,
     )
     started_s, started = time.time(), time.perf_counter()
     yield start
     yield first
     people = LivePeople(threshold, settings.inconclusive_band, settings.min_faces, options)
     params = detect_params(first.info, settings)
-    profile = engine.info.profile
     clock = _Clock()
     lags: deque[float] = deque(maxlen=LAG_SAMPLES)
     analysed = 0
@@ -242,7 +248,7 @@ def watch(
                 continue
             t0 = time.perf_counter()
             (boxes,) = engine.detector.detect([item], params.min_face_px, params.max_side_px)
-            crops = crop_faces(item.image, boxes, profile)
+            crops = engine.crop(item.image, boxes)
             t1 = time.perf_counter()
             scores = engine.score(crops, boxes) if crops else []
             clock.add("detect", t1 - t0)
@@ -268,4 +274,4 @@ def watch(
         lag_p50_s=_percentile(lags, 50),
         lag_p95_s=_percentile(lags, 95),
     )
-    yield people.report(start, strategy, session, clock.timings(started), __version__)
+    yield engine.describe(people.report(start, strategy, session, clock.timings(started), __version__))

@@ -135,6 +135,7 @@ class Tracker:
                     track_id=track.track_id,
                     crop=s.crop,
                     embedding=s.embedding,
+                    members=s.members,
                 )
             )
         score = frame_score([f.fake_prob for f in faces])

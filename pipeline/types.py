@@ -147,6 +147,19 @@ class FaceBox:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberScore:
+    """One detector's view of a face in an ensemble: its calibrated P(fake), its Grad-CAM (h×w float32 in
+    [0, 1]) and the crop it saw (S×S×3 uint8 RGB, its own profile's)."""
+
+    fake_prob: float
+    heatmap: np.ndarray
+    crop: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        _check_prob("MemberScore.fake_prob", self.fake_prob)
+
+
+@dataclass(frozen=True, slots=True)
 class FaceScore:
     """What the classifier says about one face, before tracking.
 
@@ -159,6 +172,8 @@ class FaceScore:
     heatmap: np.ndarray
     embedding: np.ndarray
     crop: np.ndarray | None = None  # the crop the model saw, S×S×3 uint8 RGB (for overlays)
+    # an ensemble's detectors, in Report.detectors order (``fake_prob`` is then their fusion); else empty
+    members: tuple[MemberScore, ...] = ()
 
     def __post_init__(self) -> None:
         _check_prob("FaceScore.fake_prob", self.fake_prob)
@@ -168,17 +183,21 @@ class FaceScore:
             raise ValueError(f"embedding must be 1-D, got shape {self.embedding.shape}")
 
 
+FaceCrop = np.ndarray | tuple[np.ndarray, ...]  # one face's crop; an ensemble's: one per detector
+
+
 @dataclass(frozen=True, slots=True)
 class CroppedFrame:
     """A frame after detection and cropping; the full image is dropped here to bound memory.
 
-    ``crops[i]`` belongs to ``boxes[i]``: crop_px×crop_px×3 uint8 RGB per the model's profile.
+    ``crops[i]`` belongs to ``boxes[i]``: crop_px×crop_px×3 uint8 RGB per the model's profile; for an
+    ensemble a tuple of such crops, one per detector (``pipeline.ensemble``).
     """
 
     index: int
     time_s: float
     boxes: tuple[FaceBox, ...]
-    crops: tuple[np.ndarray, ...]
+    crops: tuple[FaceCrop, ...]
 
     def __post_init__(self) -> None:
         if len(self.boxes) != len(self.crops):
@@ -204,6 +223,7 @@ class FaceVerdict:
     track_id: int
     crop: np.ndarray | None = None
     embedding: np.ndarray | None = field(default=None, repr=False)
+    members: tuple[MemberScore, ...] = ()  # as in FaceScore
 
     def __post_init__(self) -> None:
         _check_prob("FaceVerdict.fake_prob", self.fake_prob)
@@ -238,6 +258,7 @@ class FaceRow:
     detector_prob: float
     fake_prob: float
     track_id: int
+    detector_probs: tuple[float, ...] = ()  # an ensemble's: each detector's P(fake), Report.detectors order
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +277,14 @@ class FrameRow:
             time_s=verdict.time_s,
             score=verdict.score,
             faces=tuple(
-                FaceRow(f.box.face_index, f.box.xyxy, f.box.detector_prob, f.fake_prob, f.track_id)
+                FaceRow(
+                    f.box.face_index,
+                    f.box.xyxy,
+                    f.box.detector_prob,
+                    f.fake_prob,
+                    f.track_id,
+                    tuple(m.fake_prob for m in f.members),
+                )
                 for f in verdict.faces
             ),
         )
@@ -372,6 +400,7 @@ class AnalysisStart:
     threshold: float = 0.5  # the P(fake) threshold this analysis uses (Settings.operating_threshold)
     threshold_source: str = "default"  # "request" | "settings" | "model card" | "default"
     inconclusive_band: float = 0.05  # Settings.inconclusive_band: |score - threshold| < band is INCONCLUSIVE
+    detectors: tuple[ModelInfo, ...] = ()  # an ensemble's detectors (``model`` names the ensemble); else empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +422,9 @@ class Report:
     incomplete: str | None = None
     threshold_source: str = "default"  # where ``threshold`` came from: see AnalysisStart
     session: LiveSession | None = None  # a live session's times and counters (then ``frames`` is empty)
+    # an ensemble: every detector (``model`` then describes the ensemble) and how their scores were fused
+    detectors: tuple[ModelInfo, ...] = ()
+    fusion: str | None = None
 
     def __post_init__(self) -> None:
         if self.score is None and self.label not in (Label.NO_FACE, Label.INCONCLUSIVE):

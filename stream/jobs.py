@@ -175,13 +175,18 @@ class Job:
 
 def frame_row(frame: p.FrameResult) -> FrameRow:
     """A frame message as the store keeps it (no overlays)."""
-    faces = tuple(FaceRow(f.face_index, f.xyxy, f.detector_prob, f.fake_prob, f.track_id) for f in frame.faces)
+    faces = tuple(
+        FaceRow(f.face_index, f.xyxy, f.detector_prob, f.fake_prob, f.track_id, f.detector_probs) for f in frame.faces
+    )
     return FrameRow(frame.index, frame.time_s, frame.score, faces)
 
 
 def stored_frame(job_id: str, seq: int, row: FrameRow) -> p.FrameResult:
     """A stored frame as the ``frame`` message it was (without its overlays)."""
-    faces = tuple(p.Face(f.face_index, f.xyxy, f.detector_prob, f.fake_prob, f.track_id, None) for f in row.faces)
+    faces = tuple(
+        p.Face(f.face_index, f.xyxy, f.detector_prob, f.fake_prob, f.track_id, None, f.detector_probs)
+        for f in row.faces
+    )
     return p.FrameResult(job_id, seq, row.index, row.time_s, row.score, faces)
 
 

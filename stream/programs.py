@@ -17,6 +17,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
+
 from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.errors import DffError, NoModel
@@ -53,14 +55,27 @@ class JobRequest:
     live: LiveRequest | None = None  # a live job (watch/push): where it reads from
 
 
-def model_summary(info: ModelInfo) -> p.ModelSummary:
-    return p.ModelSummary(name=info.name, sha256=info.sha256, device=info.device, untrained=info.untrained)
+def model_summary(info: ModelInfo, detectors: tuple[ModelInfo, ...] = ()) -> p.ModelSummary:
+    return p.ModelSummary(
+        name=info.name,
+        sha256=info.sha256,
+        device=info.device,
+        untrained=info.untrained,
+        detectors=tuple(d.name for d in detectors),
+    )
+
+
+def _jpeg_b64(crop: np.ndarray, heatmap: np.ndarray) -> str:
+    return base64.b64encode(overlay_jpeg(crop, heatmap)).decode("ascii")
 
 
 def _face(face: FaceVerdict, overlays: bool) -> p.Face:
     b64 = None
     if overlays and face.crop is not None:
-        b64 = base64.b64encode(overlay_jpeg(face.crop, face.heatmap)).decode("ascii")
+        b64 = _jpeg_b64(face.crop, face.heatmap)
+    members: tuple[str, ...] = ()
+    if overlays and face.members and all(m.crop is not None for m in face.members):
+        members = tuple(_jpeg_b64(m.crop, m.heatmap) for m in face.members)  # type: ignore[arg-type]
     return p.Face(
         face_index=face.box.face_index,
         xyxy=face.box.xyxy,
@@ -68,6 +83,8 @@ def _face(face: FaceVerdict, overlays: bool) -> p.Face:
         fake_prob=face.fake_prob,
         track_id=face.track_id,
         overlay_jpeg_b64=b64,
+        detector_probs=tuple(m.fake_prob for m in face.members),
+        detector_overlays_jpeg_b64=members,
     )
 
 
@@ -95,7 +112,7 @@ def accepted_message(job_id: str, start: AnalysisStart, request: JobRequest) -> 
         threshold_source=start.threshold_source,
         inconclusive_band=start.inconclusive_band,
         overlays=request.overlays,
-        model=model_summary(start.model),
+        model=model_summary(start.model, start.detectors),
     )
 
 

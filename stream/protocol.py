@@ -140,6 +140,7 @@ class ModelSummary(Record):
     sha256: str = constrained(pattern=SHA256_PATTERN)
     device: str
     untrained: bool  # True = random weights: scores mean nothing
+    detectors: tuple[str, ...] = ()  # an ensemble's detectors (their file names), in order; else empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,9 @@ class Face(Record):
 
     ``overlay_jpeg_b64``: the Grad-CAM heatmap colour-mapped over the face crop, a base64 JPEG
     (crop_px × crop_px, 160 for the seed model), when the job asked for overlays; else null.
+    An ensemble's face also has ``detector_probs`` (each detector's P(fake); ``fake_prob`` is their fusion)
+    and, with overlays, ``detector_overlays_jpeg_b64`` (each detector's Grad-CAM over its own crop), both in
+    the order of ``accepted.model.detectors``.
     """
 
     face_index: int = constrained(minimum=0)
@@ -156,6 +160,8 @@ class Face(Record):
     fake_prob: float = constrained(minimum=0, maximum=1)
     track_id: int = constrained(minimum=0)
     overlay_jpeg_b64: str | None = constrained(None, contentEncoding="base64")
+    detector_probs: tuple[float, ...] = ()
+    detector_overlays_jpeg_b64: tuple[str, ...] = ()
 
     def overlay_jpeg(self) -> bytes | None:
         """The overlay's JPEG bytes, or None."""

@@ -48,7 +48,7 @@ from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, Worker
 from pipeline.batching import SharedBatches, Turns
 from pipeline.config import Settings
 from pipeline.engine import Engine
-from pipeline.errors import DffError
+from pipeline.errors import ConfigError, DffError
 from pipeline.models import LoadedModel, load_model, save_checkpoint
 from pipeline.types import ModelInfo
 from stream.backend import EVENT_QUEUE_SIZE, FINAL_EVENTS, BackendEvent, Failed, JobSpec
@@ -86,7 +86,10 @@ class ActorFacts:
 
 
 def ship_model(engine: Engine, generation: int) -> ShippedModel:
-    """``engine``'s weights as checkpoint bytes in the object store (blocking: call in a thread)."""
+    """``engine``'s weights as checkpoint bytes in the object store (blocking: call in a thread). An
+    ensemble is refused (ConfigError): an actor is shipped one checkpoint."""
+    if engine.ensemble is not None:
+        raise ConfigError("an ensemble runs on the local backend only (the Ray actors are shipped one checkpoint)")
     with tempfile.TemporaryDirectory(prefix="dff-ship-") as tmp:
         path = save_checkpoint(
             engine.model.module, Path(tmp) / "model.pth", engine.info.profile, detector_name=engine.info.detector

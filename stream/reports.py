@@ -102,6 +102,7 @@ class FaceRow(Record):
     detector_prob: float = constrained(minimum=0, maximum=1)
     fake_prob: float = constrained(minimum=0, maximum=1)
     track_id: int = constrained(minimum=0)
+    detector_probs: tuple[float, ...] = ()  # an ensemble's: each detector's P(fake), in Report.detectors order
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +225,8 @@ class Report(Record):
     incomplete: str | None = None
     threshold_source: ThresholdSource = "settings"  # reports from before the field used the server's setting
     session: Session | None = None  # a live session's times and counters; null for a file
+    detectors: tuple[ReportModel, ...] = ()  # an ensemble's detectors (``model`` names the ensemble); else empty
+    fusion: str | None = None  # how an ensemble's P(fake)s became ``fake_prob``
 
     def __post_init__(self) -> None:
         Record.__post_init__(self)

@@ -223,7 +223,7 @@ class Service:
             return None
 
     def _set_model(self, engine: Engine | None) -> None:
-        self.model = None if engine is None else model_summary(engine.info)
+        self.model = None if engine is None else model_summary(engine.info, engine.detector_infos)
         if self.status != "shutting_down":
             self.status = "ready" if engine is not None else "no_model"
 
@@ -278,7 +278,7 @@ class Service:
 
     def open_engine(self, path: Path) -> Engine:
         """Load ``path`` into a new Engine (blocking; call in a thread). Raises the pipeline's ModelError."""
-        return Engine.open(dataclasses.replace(self.settings, checkpoint=path))
+        return Engine.open(dataclasses.replace(self.settings, checkpoint=path, ensemble=()))
 
     async def activate(self, name: str, path: Path) -> p.ModelSummary:
         """Load and switch to ``path``; jobs already running finish on the engine they started with."""

@@ -151,7 +151,14 @@ def frame_rows(rows: Iterable[Mapping[str, Any]]) -> list[FrameRow]:
             r["time_s"],
             r["score"],
             tuple(
-                FaceRow(f["face_index"], tuple(f["xyxy"]), f["detector_prob"], f["fake_prob"], f["track_id"])
+                FaceRow(
+                    f["face_index"],
+                    tuple(f["xyxy"]),
+                    f["detector_prob"],
+                    f["fake_prob"],
+                    f["track_id"],
+                    tuple(f.get("detector_probs", ())),
+                )
                 for f in json.loads(r["faces_json"])
             ),
         )

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from stream import protocol as p
 from ui.timeline import Estimate, PersonSummary, Verdict
 
 # What each error code means for the person at the page, and what to do next.
@@ -228,6 +229,35 @@ def people_cards(
         )
     grid = "".join(cards)
     return f'<div class="dff-people"><div class="dff-h">Per person</div><div class="dff-p-grid">{grid}</div></div>'
+
+
+def detector_cards(report: p.Report, faces: Mapping[int, p.Face]) -> str:
+    """An ensemble's detectors side by side: what each is (file, architecture, profile, weights' SHA-256),
+    then per person (``faces``: track id -> their most suspicious face) each detector's Grad-CAM overlay and
+    P(fake) next to the fused one. Empty for a single detector."""
+    if not report.detectors:
+        return ""
+    heads = "".join(
+        f'<th title="{escape(d.detector)} · profile {escape(d.profile.name)} · sha256 {escape(d.sha256)}">'
+        f'{escape(d.name)}<div class="dff-p-meta">{escape(d.detector)}, {escape(d.sha256[:12])}…</div></th>'
+        for d in report.detectors
+    )
+    rows = []
+    for track_id, face in sorted(faces.items()):
+        cells = []
+        for i, prob in enumerate(face.detector_probs):
+            b64 = face.detector_overlays_jpeg_b64[i] if i < len(face.detector_overlays_jpeg_b64) else None
+            img = f'<img class="dff-thumb" alt="" src="data:image/jpeg;base64,{b64}"/>' if b64 else ""
+            cells.append(f"<td>{img}<div>P(fake) {prob:.2f}</div></td>")
+        rows.append(
+            f'<tr data-track="{track_id}"><th>Person {track_id + 1}</th>{"".join(cells)}'
+            f"<td><b>{face.fake_prob:.2f}</b></td></tr>"
+        )
+    fusion = escape(report.fusion or "")
+    return (
+        f'<div class="dff-detectors"><div class="dff-h">Detectors ({fusion})</div><table class="dff-det-table">'
+        f"<tr><th></th>{heads}<th>fused</th></tr>{''.join(rows)}</table></div>"
+    )
 
 
 def model_card_text(card: dict[str, Any] | None, status: str) -> str:

@@ -29,8 +29,10 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--checkpoint",
         type=Path,
-        help="checkpoint file (.pth/.pt, or MesoNet's Keras .h5). Default: $DFF_CHECKPOINT, else the newest file "
-        "in the models directory ($DFF_MODELS_DIR, default ~/.local/share/dff/models)",
+        action="append",
+        help="checkpoint file (.pth/.pt, or MesoNet's Keras .h5); twice or more: an ensemble, every face scored "
+        "by each and their P(fake)s averaged ($DFF_ENSEMBLE=a,b). Default: $DFF_CHECKPOINT, else the newest "
+        "file in the models directory ($DFF_MODELS_DIR, default ~/.local/share/dff/models)",
     )
     m.add_argument(
         "--allow-untrained",
@@ -236,7 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         "numbers to the checkpoint's model card. --calibrate fits temperature scaling and a threshold for "
         "--target-fpr on this data and stores them in the card; the service then applies them.",
     )
-    evaluate.add_argument("checkpoint", type=Path, help="checkpoint file (.pth)")
+    evaluate.add_argument(
+        "checkpoint",
+        type=Path,
+        nargs="+",
+        help="checkpoint file (.pth/.pt/.h5); two or more: measured as an ensemble, one row per detector and one "
+        "per fusion (--calibrate then fits logistic stacking and stores it in the ensemble card)",
+    )
     evaluate.add_argument(
         "--real", type=Path, action="append", required=True, metavar="DIR", help="real media (repeatable)"
     )

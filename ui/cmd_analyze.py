@@ -22,13 +22,22 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
+def checkpoint_settings(checkpoints: list[Path] | None) -> dict[str, object]:
+    """``--checkpoint`` given once: that checkpoint; twice or more: an ensemble of them."""
+    if not checkpoints:
+        return {}
+    if len(checkpoints) == 1:
+        return {"checkpoint": checkpoints[0]}
+    return {"ensemble": tuple(checkpoints)}
+
+
 def settings_from_args(args: argparse.Namespace):  # -> pipeline.config.Settings
     from pipeline.config import Settings
     from pipeline.types import Strategy
     from ui.cmd_flags import sample_mode
 
     return Settings.from_env(
-        checkpoint=args.checkpoint,
+        **checkpoint_settings(args.checkpoint),
         device=args.device,
         precision=args.precision,
         sample_mode=sample_mode(args),

@@ -65,6 +65,27 @@ def train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _evaluate_ensemble(args: argparse.Namespace, settings, out: TextIO, err: TextIO) -> int:  # settings: Settings
+    """``dff eval A B ...``: pipeline/train/evaluate_ensemble.py."""
+    from pipeline.train.evaluate_ensemble import evaluate_ensemble, format_ensemble
+
+    doc = evaluate_ensemble(
+        list(args.checkpoint),
+        list(args.real),
+        list(args.fake),
+        args.report,
+        settings,
+        err,
+        calibrate=args.calibrate,
+        target_fpr=args.target_fpr,
+        threshold=args.threshold,
+        show_bar=not args.quiet,
+    )
+    print(format_ensemble(doc), file=out)
+    print(f"report: {args.report / 'metrics.json'}", file=out)
+    return EXIT_OK
+
+
 def evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pipeline.config import Settings
     from pipeline.errors import DffError
@@ -87,8 +108,10 @@ def evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
         if not 0 <= args.target_fpr < 1:
             raise ValueError(f"--target-fpr must be in [0, 1), got {args.target_fpr}")
+        if len(args.checkpoint) > 1:
+            return _evaluate_ensemble(args, settings, out, err)
         outcome = evaluate(
-            args.checkpoint,
+            args.checkpoint[0],
             list(args.real),
             list(args.fake),
             args.report,

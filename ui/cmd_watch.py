@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from pipeline.config import PRECISIONS, Settings
 from pipeline.live_types import LIVE_SCHEMES, LiveOptions
-from ui.cmd_analyze import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+from ui.cmd_analyze import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, checkpoint_settings
 from ui.cmd_flags import add_strategy_flag
 from ui.cmd_watch_lines import (
     Summary,
@@ -259,7 +259,7 @@ def watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         check_url(args.url)  # before the model loads: a refused URL costs nothing
         settings = Settings.from_env(
-            checkpoint=args.checkpoint,
+            **checkpoint_settings(args.checkpoint),
             device=args.device,
             precision=args.precision,
             threshold=args.threshold,

@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,7 @@ class Session:
     planned: int | None = None
     threshold: float = 0.5
     band: float = 0.05  # the inconclusive band, from ``accepted`` (the UI's setting for a reopened report)
+    detectors: tuple[str, ...] = ()  # an ensemble's detectors, from ``accepted``
     report: p.Report | None = None
     photo_path: str | None = None
     selected_seq: int | None = None
@@ -52,12 +53,21 @@ def _image(b64: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB")
 
 
-def face_gallery(frame: p.FrameResult | None) -> list[tuple[Image.Image, str]]:
-    """The frame's Grad-CAM overlays with captions (faces without an overlay are left out)."""
+def face_gallery(frame: p.FrameResult | None, detectors: Sequence[str] = ()) -> list[tuple[Image.Image, str]]:
+    """The frame's Grad-CAM overlays with captions (faces without an overlay are left out); an ensemble's
+    faces also show each detector's (``detectors``: their names, from ``accepted``)."""
     if frame is None:
         return []
     faces = sorted(frame.faces, key=lambda f: f.track_id)
-    return [(_image(f.overlay_jpeg_b64), tl.face_caption(f, short=True)) for f in faces if f.overlay_jpeg_b64]
+    out = []
+    for f in faces:
+        if f.overlay_jpeg_b64:
+            out.append((_image(f.overlay_jpeg_b64), tl.face_caption(f, short=True)))
+        # an ensemble's face: each detector's own Grad-CAM beside the fused one
+        for i, (b64, prob) in enumerate(zip(f.detector_overlays_jpeg_b64, f.detector_probs, strict=False)):
+            name = detectors[i] if i < len(detectors) else f"detector {i + 1}"
+            out.append((_image(b64), f"{tl.person_name(f.track_id)} · {name} · {prob:.2f}"))
+    return out
 
 
 def gallery_label(frame: p.FrameResult | None, live: bool) -> str:

@@ -94,16 +94,20 @@ class AnalyzeTab:
         verdict = tl.verdict(report)
         people = tl.person_summaries(report, s.frames)
         thumbs: dict[int, str] = {}
+        thumb_faces: dict[int, p.Face] = {}
         for person in people:
             if person.thumb is not None:
                 frame = tl.frame_by_seq(s.frames, person.thumb[0])
                 face = next((f for f in frame.faces if f.face_index == person.thumb[1]), None) if frame else None
+                if face is not None:
+                    thumb_faces[person.track_id] = face
                 if face is not None and face.overlay_jpeg_b64:
                     thumbs[person.track_id] = face.overlay_jpeg_b64
         out: dict[str, Any] = {
             self.result_col: gr.Column(visible=True),
             self.verdict_html: cards.verdict_card(verdict, s.band),
-            self.people_html: cards.people_cards(people, thumbs, report.threshold, is_image=report.media.is_image),
+            self.people_html: cards.people_cards(people, thumbs, report.threshold, is_image=report.media.is_image)
+            + cards.detector_cards(report, thumb_faces),
             self.frame_table: gr.Dataframe(value=tl.frame_rows(s.frames)),
         }
         if s.is_image:
@@ -118,7 +122,7 @@ class AnalyzeTab:
             out[self.video_col] = gr.Column(visible=True)
             out[self.photo_col] = gr.Column(visible=False)
             out[self.timeline] = self.timeline_value(s)
-            faces = face_gallery(frame)
+            faces = face_gallery(frame, s.detectors)
             # a report reopened from History has no heatmaps: no empty gallery then
             out[self.frame_gallery] = gr.Gallery(
                 value=faces, label=gallery_label(frame, live=False), visible=bool(faces) or not s.frames
@@ -205,6 +209,7 @@ class AnalyzeTab:
                 message.threshold,
                 message.inconclusive_band,
             )
+            s.detectors = message.model.detectors
             update: dict[str, Any] = {self.status: self.status_of(s, "Analysing")}
             if message.model.untrained:
                 update[self.banner] = cards.untrained_banner(message.model.name)
@@ -221,12 +226,12 @@ class AnalyzeTab:
             update = {self.status: self.status_of(s, "Analysing")}
             if s.is_image:
                 update[self.photo_annot] = gr.AnnotatedImage(value=self.photo_value(s), color_map=self.photo_colors(s))
-                update[self.photo_gallery] = face_gallery(message)
+                update[self.photo_gallery] = face_gallery(message, s.detectors)
             else:
                 update[self.timeline] = self.timeline_value(s)
                 if message.faces or not s.frames[:-1]:
                     update[self.frame_gallery] = gr.Gallery(
-                        value=face_gallery(message), label=gallery_label(message, live=True)
+                        value=face_gallery(message, s.detectors), label=gallery_label(message, live=True)
                     )
             return update
         if isinstance(message, p.Done):
@@ -274,5 +279,7 @@ class AnalyzeTab:
         return {
             self.state: s,
             self.timeline: self.timeline_value(s),
-            self.frame_gallery: gr.Gallery(value=face_gallery(frame), label=gallery_label(frame, live=False)),
+            self.frame_gallery: gr.Gallery(
+                value=face_gallery(frame, s.detectors), label=gallery_label(frame, live=False)
+            ),
         }

@@ -71,6 +71,8 @@ CSS = """
 .dff-people { margin-top: 12px; }
 .dff-h { font-weight: 700; margin-bottom: 6px; }
 .dff-p-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 10px; }
+.dff-det-table { border-collapse: collapse; margin-top: 6px; }
+.dff-det-table td, .dff-det-table th { padding: 4px 8px; text-align: center; vertical-align: top; }
 .dff-person { display: flex; gap: 10px; align-items: center; padding: 8px; border-radius: 8px;
   border: 1px solid var(--border-color-primary); background: var(--block-background-fill); }
 .dff-thumb { width: 72px; height: 72px; border-radius: 6px; object-fit: cover; flex: none; }

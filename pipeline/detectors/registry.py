@@ -68,8 +68,11 @@ SEED_PROFILE = PreprocessProfile(
 MESONET_PROFILE = PreprocessProfile(
     name="meso-256", crop_px=256, margin_px=96, input_px=256, resize="bicubic", scale=1 / 255, mean=None, std=None
 )
+# SBI's inference widens the face box by 1/8 of its size on each side (1.25×; src/inference/preprocess.py),
+# /255, no normalisation: margin_px 76 of 380 gives the same 1.25× in extract_face terms (its boxes came
+# from RetinaFace, ours from MTCNN, and its crop is not squared: an approximation, said here).
 SBI_PROFILE = PreprocessProfile(
-    name="sbi-380", crop_px=380, margin_px=0, input_px=380, resize="bilinear", scale=1 / 255, mean=None, std=None
+    name="sbi-380", crop_px=380, margin_px=76, input_px=380, resize="bilinear", scale=1 / 255, mean=None, std=None
 )
 
 
@@ -173,7 +176,7 @@ DETECTORS: dict[str, DetectorSpec] = {
             checkpoint_format="torch dict with 'model': the state dict of their Detector (keys under 'net.')",
             profile=SBI_PROFILE,
             output=Output.SOFTMAX_FAKE,
-            cam_layer="the final conv stage (conv_head)",
+            cam_layer="the final feature map, swish(bn1(conv_head))",
             build=_sbi,
             target_layer=_attr("cam_target"),
             embedding_layer=_attr("embedding_layer"),
