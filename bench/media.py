@@ -110,3 +110,35 @@ def shared_videos(media_dir: Path | None) -> list[Path]:
     if media_dir is None or not media_dir.is_dir():
         return []
     return sorted(p for p in media_dir.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+# The small-face clip (bench/recovery.py): six faces of 40-60 px tiles on a 1080p frame, two rows of three,
+# drifting right 3 px a frame; tests/pipeline/test_faces_recovery.py paints the same layout.
+SMALL_FACES_PX = (40, 44, 48, 52, 56, 60)
+
+
+def small_face_spots(t: int) -> list[tuple[int, int, int]]:
+    """(x, y, size_px) top-left corners and tile sizes of the small faces in frame ``t``."""
+    return [(260 + 600 * (i % 3) + 3 * t, 300 + 400 * (i // 3) + 40 * (i % 3), s) for i, s in enumerate(SMALL_FACES_PX)]
+
+
+def small_faces_clip(cache_dir: Path, n_frames: int, fps: int = 10) -> Path:
+    """A 1920×1080 H.264 clip of ``n_frames`` frames with the faces of :func:`small_face_spots` on the
+    bench's gradient background, in ``cache_dir`` (generated once per length)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"small_faces_1080p{fps}_{n_frames}f.mp4"
+    if not path.is_file():
+        base = _background(1920, 1080)
+        tiles = {(i, s): face_tile(s, flip=bool(i % 2)) for i, s in enumerate(SMALL_FACES_PX)}
+
+        def frames() -> Iterator[np.ndarray]:
+            for t in range(n_frames):
+                frame = base.copy()
+                for i, (x, y, s) in enumerate(small_face_spots(t)):
+                    frame[y : y + s, x : x + s] = tiles[i, s]
+                yield frame
+
+        tmp = path.with_suffix(".part.mp4")
+        encode_video(tmp, frames(), fps, options={"preset": "veryfast", "crf": "23"}, gop=fps)
+        tmp.replace(path)
+    return path
