@@ -2,16 +2,38 @@
 
 The PyAV details live here once: ``yuv420p`` (what every player decodes), explicit pts/time base, the
 frame size taken from the first frame, the display matrix for rotation, and an atomic write.
+
+One encoder quirk is fixed here too: SVT-AV1 (``libsvtav1``), run as root, switches the *calling* thread
+to SCHED_FIFO priority 99 and leaves it so. Every thread and process started from that thread afterwards
+inherits real-time priority; on the development VM two Chromium processes started that way spun at RT
+priority and starved the kernel work they waited on, until nothing could be killed. ``encode_video``
+puts the caller's scheduling policy back as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+
+@contextmanager
+def _keep_scheduling() -> Iterator[None]:
+    """Restore the calling thread's scheduling policy and priority afterwards (see the module docstring)."""
+    if not hasattr(os, "sched_getscheduler"):  # not Linux
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy or os.sched_getparam(0) != param:
+            os.sched_setscheduler(0, policy, param)
 
 
 def encode_video(
@@ -36,7 +58,7 @@ def encode_video(
     """
     tmp = path.with_name(f"{path.stem}.part{path.suffix}")
     try:
-        with av.open(str(tmp), "w", options=container_options or {}) as out:
+        with _keep_scheduling(), av.open(str(tmp), "w", options=container_options or {}) as out:
             stream = out.add_stream(codec, rate=fps, options=options or {})
             stream.pix_fmt = "yuv420p"
             stream.time_base = Fraction(1, fps)

@@ -28,7 +28,7 @@ from ui.cmd_analyze import (
     save_reports,
     verdict_line,
 )
-from ui.report_names import ReportIndex, report_note, report_stems, shown_path
+from ui.report_names import ReportIndex, analysis_key, report_note, report_stems, shown_path
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
@@ -100,17 +100,23 @@ def _hash(path: Path) -> str | None:
 
 
 def plan_resume(
-    paths: Sequence[Path], index: ReportIndex | None, model_sha256: str, *, threads: int = HASH_THREADS
+    paths: Sequence[Path],
+    index: ReportIndex | None,
+    model_sha256: str,
+    analysis: str,
+    *,
+    threads: int = HASH_THREADS,
 ) -> ResumePlan:
-    """Which of ``paths`` still need a report: those whose SHA-256 (hashed in ``threads`` threads) and
-    ``model_sha256`` have none in ``index``. ``index`` None (no --json): all of them, nothing hashed."""
+    """Which of ``paths`` still need a report: those whose SHA-256 (hashed in ``threads`` threads),
+    ``model_sha256`` and ``analysis`` (``report_names.analysis_key``: sampling and strategy) have none in
+    ``index``. ``index`` None (no --json): all of them, nothing hashed."""
     if index is None or not len(index):
         return ResumePlan(tuple(paths), ())
     todo: list[Path] = []
     skipped: list[Skipped] = []
     with ThreadPoolExecutor(threads, thread_name_prefix="dff-scan-hash") as pool:
         for path, sha256 in zip(paths, pool.map(_hash, paths), strict=True):
-            found = None if sha256 is None else index.find(sha256, model_sha256)
+            found = None if sha256 is None else index.find(sha256, model_sha256, analysis)
             if found is None:
                 todo.append(path)
             else:
@@ -169,7 +175,12 @@ def _scan_files(
     from stream.ray_scan import RayScanner, Scanned
 
     index = None if args.json is None else ReportIndex(args.json)
-    plan = plan_resume(files, index, engine.info.sha256)
+    policy = request.policy
+    analysis = analysis_key(
+        {"mode": policy.mode.value, "every_s": policy.every_s, "count": policy.count, "max_frames": policy.max_frames},
+        request.strategy.value,
+    )
+    plan = plan_resume(files, index, engine.info.sha256, analysis)
     for skipped in plan.skipped:
         print(f"{skipped.path.name}: skipped, already reported in {shown_path(skipped.report)}", file=out)
     if plan.skipped:

@@ -91,9 +91,15 @@ def fallback_stems(path: Path) -> Iterator[str]:
         yield _hashed(path.name, key + b"#%d" % n, HASH_CHARS)
 
 
+def analysis_key(policy: dict[str, object], strategy: str) -> str:
+    """What, beside the bytes and the model, makes two reports of a file the same: the sampling policy (as
+    a report's ``policy`` JSON) and the strategy. A rerun with other sampling flags analyses again."""
+    return json.dumps([policy, strategy], sort_keys=True)
+
+
 class ReportIndex:
-    """The reports in a --json directory, read once: which (media SHA-256, model SHA-256) pairs have a
-    complete one, and which file each report name is about (kept up to date by ``add`` as a scan writes).
+    """The reports in a --json directory, read once: which (media SHA-256, model SHA-256, ``analysis_key``)
+    triples have a complete one, and which file each report name is about (kept up to date by ``add`` as a scan writes).
     A report with ``incomplete`` set is no pair (its file is analysed again); a ``*.json`` that is no report
     of ours is ignored and counted in ``unreadable``. Names are compared casefolded: on a case-insensitive
     disk ``Face.jpg.json`` and ``face.jpg.json`` are one file."""
@@ -101,7 +107,7 @@ class ReportIndex:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.unreadable = 0
-        self._pairs: dict[tuple[str, str], Path] = {}
+        self._pairs: dict[tuple[str, str, str], Path] = {}
         self._media: dict[str, str] = {}  # casefolded report file name -> media SHA-256
         if not directory.is_dir():
             return
@@ -109,6 +115,7 @@ class ReportIndex:
             try:  # two fields and a flag; building whole Reports for thousands of files would cost more
                 data = json.loads(path.read_bytes())
                 media, model, incomplete = data["media"]["sha256"], data["model"]["sha256"], data["incomplete"]
+                analysis = analysis_key(data["policy"], data["strategy"])
             except (OSError, ValueError, KeyError, TypeError):
                 self.unreadable += 1
                 continue
@@ -117,14 +124,14 @@ class ReportIndex:
                 continue
             self._media[path.name.casefold()] = media
             if incomplete is None:
-                self._pairs.setdefault((media, model), path)
+                self._pairs.setdefault((media, model, analysis), path)
 
     def __len__(self) -> int:
         return len(self._media)
 
-    def find(self, media_sha256: str, model_sha256: str) -> Path | None:
-        """The complete report of this file with this model, or None."""
-        return self._pairs.get((media_sha256, model_sha256))
+    def find(self, media_sha256: str, model_sha256: str, analysis: str) -> Path | None:
+        """The complete report of this file with this model and ``analysis_key``, or None."""
+        return self._pairs.get((media_sha256, model_sha256, analysis))
 
     def media_of(self, file_name: str) -> str | None:
         """The media SHA-256 the report named ``file_name`` (e.g. ``clip.mp4.json``) is about, or None."""

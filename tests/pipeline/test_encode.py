@@ -30,3 +30,15 @@ def test_a_failed_encode_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="broke"):
         encode_video(tmp_path / "broken.mp4", frames(), fps=10)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_av1_encode_leaves_the_callers_scheduling_as_it_was(tmp_path) -> None:
+    """SVT-AV1 run as root switches the calling thread to SCHED_FIFO 99 (pipeline/encode.py)."""
+    import os
+
+    if "libsvtav1" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libsvtav1")
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    frames = [np.full((64, 64, 3), 40 * i, np.uint8) for i in range(5)]
+    encode_video(tmp_path / "clip.mkv", frames, fps=10, codec="libsvtav1", options={"preset": "12"})
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before

@@ -15,6 +15,7 @@ import pytest
 from ui.cmd_analyze import input_files
 from ui.report_names import (
     ReportIndex,
+    analysis_key,
     fallback_stems,
     path_stem,
     report_note,
@@ -23,10 +24,14 @@ from ui.report_names import (
     shown_path,
 )
 
+POLICY = {"mode": "every_s", "every_s": 1.0, "count": 16, "max_frames": 300}
+ANALYSIS = analysis_key(POLICY, "per_person")
 
-def write_report(path: Path, media: str, model: str, incomplete: str | None = None) -> None:
-    """The three fields ``ReportIndex`` reads of a ``dff.report/1`` JSON."""
-    path.write_text(json.dumps({"media": {"sha256": media}, "model": {"sha256": model}, "incomplete": incomplete}))
+
+def write_report(path: Path, media: str, model: str, incomplete: str | None = None, policy: dict | None = None) -> None:
+    """The fields ``ReportIndex`` reads of a ``dff.report/1`` JSON."""
+    data = {"media": {"sha256": media}, "model": {"sha256": model}, "incomplete": incomplete}
+    path.write_text(json.dumps({**data, "policy": policy or POLICY, "strategy": "per_person"}))
 
 
 def stem_ok(stem: str) -> None:

@@ -32,7 +32,7 @@ from stream.ray_scan import CANCEL_GRACE_S, RayScanner, RunningFile, ScanFailed,
 from stream.service import resolve_options
 from tests.media import astronaut, face_scene, moving_faces_clip
 from tests.raycluster import close_to, local_cluster
-from tests.ui.test_report_names import write_report
+from tests.ui.test_report_names import ANALYSIS, POLICY, write_report
 from ui.cli import main
 from ui.cmd_scan_ray import plan_resume
 from ui.report_names import ReportIndex, shown_path
@@ -319,11 +319,11 @@ class TestScanner:
 # -- the resume rules (pure: no Ray) -----------------------------------------------------------------------------
 
 
-def test_resume_plan_skips_only_files_with_a_complete_report_of_the_same_bytes_and_model(tmp_path):
+def test_resume_plan_skips_only_files_with_a_complete_report_of_the_same_bytes_model_and_sampling(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     files = {}
-    for name in ("done.jpg", "other_model.jpg", "incomplete.mp4", "new.jpg"):
+    for name in ("done.jpg", "other_model.jpg", "incomplete.mp4", "other_policy.jpg", "new.jpg"):
         files[name] = inputs / name
         files[name].write_bytes(name.encode() * 100)
     sha = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
@@ -332,16 +332,18 @@ def test_resume_plan_skips_only_files_with_a_complete_report_of_the_same_bytes_a
     write_report(reports / "done.jpg.json", sha["done.jpg"], "M")
     write_report(reports / "other_model.jpg.json", sha["other_model.jpg"], "OLD")
     write_report(reports / "incomplete.mp4.json", sha["incomplete.mp4"], "M", incomplete="decode_error")
+    write_report(reports / "other_policy.jpg.json", sha["other_policy.jpg"], "M", policy={**POLICY, "every_s": 0.5})
     (reports / "notes.json").write_text("[1, 2]")
     (reports / "broken.json").write_text("{")
     index = ReportIndex(reports)
-    assert index.unreadable == 2 and len(index) == 3
+    assert index.unreadable == 2 and len(index) == 4
     missing = inputs / "gone.jpg"
-    plan = plan_resume([*files.values(), missing], index, "M", threads=2)
+    plan = plan_resume([*files.values(), missing], index, "M", ANALYSIS, threads=2)
     assert [s.path.name for s in plan.skipped] == ["done.jpg"]
     assert plan.skipped[0].report == reports / "done.jpg.json"
-    assert [path.name for path in plan.todo] == ["other_model.jpg", "incomplete.mp4", "new.jpg", "gone.jpg"]
-    assert plan_resume(list(files.values()), None, "M").todo == tuple(files.values())  # no --json: no hashing
+    todo = ["other_model.jpg", "incomplete.mp4", "other_policy.jpg", "new.jpg", "gone.jpg"]
+    assert [path.name for path in plan.todo] == todo  # other sampling flags: analysed again
+    assert plan_resume(list(files.values()), None, "M", ANALYSIS).todo == tuple(files.values())  # no --json
 
 
 def test_ray_address_without_ray_is_a_usage_error(tmp_path):
