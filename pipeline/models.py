@@ -1,8 +1,9 @@
-"""Checkpoints: finding, loading (the project's only ``torch.load``) and saving. Never downloads.
+"""Checkpoints: finding, loading and saving. Never downloads.
 
 Which detector (pipeline/detectors/registry.py) a file holds is recognised from its bytes, whatever its
-name: an HDF5 file is MesoNet's Keras weights (Meso-4 or MesoInception-4, from its layers); a torch file
-is read with ``weights_only=True`` and is, in this order:
+name, by pipeline/detectors/formats.py (the project's only ``torch.load``): an HDF5 file is MesoNet's
+Keras weights (Meso-4 or MesoInception-4, from its layers); a torch file is read with
+``weights_only=True`` and is, in this order:
 
 - SBI's release (``{"model": {"net.…": tensor}}``, EfficientNet-B4);
 - ours: ``{"model_state_dict": sd, "preprocess": {PreprocessProfile fields}, "detector": name}`` (plain
@@ -25,7 +26,6 @@ import dataclasses
 import json
 import logging
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from pipeline.detectors.registry import SEED, SEED_PROFILE, DetectorSpec, detector, known_formats
+from pipeline.detectors.formats import check_fits, profile_of, read_detector, read_torch, state_dict_of
+from pipeline.detectors.registry import SEED, SEED_PROFILE, DetectorSpec
 from pipeline.errors import CheckpointError, NoModel
 from pipeline.sources.probe import file_sha256  # re-exported: pipeline.models.file_sha256 is used too
 from pipeline.types import ModelInfo, PreprocessProfile
@@ -53,8 +54,6 @@ SEED_CHECKPOINT_NAME = "resnetinceptionv1_epoch_32.pth"
 CARD_SUFFIX = ".card.json"
 CARD_SCHEMA = "dff.card/1"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".h5")
-_STATE_KEYS = ("model_state_dict", "state_dict")
-_SHOW = 5  # how many offending keys an error message lists
 
 log = logging.getLogger(__name__)
 
@@ -109,114 +108,6 @@ def _untrained_model() -> InceptionResnetV1:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return build_model()
-
-
-def _read(path: Path) -> Any:
-    with path.open("rb") as f:
-        head = f.read(8)
-    # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (protocol 2+: 0x80)
-    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
-        raise CheckpointError(
-            f"{path.name} is not a readable torch checkpoint (nor an HDF5 file): it starts with {head!r}. "
-            f"Formats known: {known_formats()}"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only load failed" in str(err).lower():
-            raise CheckpointError(
-                f"{path.name}: the checkpoint holds Python objects beyond tensors and plain types; "
-                "this program refuses to load arbitrary pickled objects (they can run code). "
-                "Re-save it as a state dict: torch.save({'model_state_dict': model.state_dict()}, path)"
-            ) from None
-        raise CheckpointError(f"{path.name} is not a readable torch checkpoint: {err}") from None
-    except Exception as err:  # torch raises RuntimeError/EOFError/ValueError/... for non-torch bytes
-        raise CheckpointError(
-            f"{path.name} is not a readable torch checkpoint (truncated or not a torch file): "
-            f"{type(err).__name__}: {err}"
-        ) from None
-
-
-def _is_state_dict(obj: object) -> bool:
-    return (
-        isinstance(obj, dict)
-        and bool(obj)
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    )
-
-
-def _state_dict_of(obj: Any, name: str) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict):
-        for key in _STATE_KEYS:
-            if key in obj and _is_state_dict(obj[key]):
-                sd = obj[key]
-                break
-        else:
-            if not _is_state_dict(obj):
-                keys = sorted(map(str, obj))[:10]
-                raise CheckpointError(
-                    f"{name}: expected a state dict or a dict with 'model_state_dict', found top-level keys {keys}"
-                )
-            sd = obj
-    else:
-        raise CheckpointError(f"{name}: expected a dict of tensors, found a {type(obj).__name__}")
-    if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module.") :]: v for k, v in sd.items()}
-    return sd
-
-
-def _check_fits(
-    model: torch.nn.Module, sd: dict[str, torch.Tensor], name: str, spec: DetectorSpec | None = None
-) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [
-        f"{k} {tuple(sd[k].shape)} (model wants {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in sd and sd[k].shape != v.shape
-    ]
-    problems = []
-    if wrong:
-        problems.append(f"{len(wrong)} wrong shapes: {', '.join(wrong[:_SHOW])}")
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {', '.join(missing[:_SHOW])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {', '.join(unexpected[:_SHOW])}")
-    if problems:
-        what = (spec or detector(SEED)).architecture
-        raise CheckpointError(f"{name} does not fit {what}: " + "; ".join(problems))
-
-
-def _profile_of(obj: Any, name: str, default: PreprocessProfile = SEED_PROFILE) -> PreprocessProfile:
-    raw = obj.get("preprocess") if isinstance(obj, dict) else None
-    if raw is None:
-        return default
-    fields = {f.name for f in dataclasses.fields(PreprocessProfile)}
-    if not isinstance(raw, dict) or set(raw) - fields:
-        got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
-        raise CheckpointError(f"{name}: 'preprocess' must be a dict of {sorted(fields)}, got {got}")
-    try:
-        values = dict(raw)
-        for key in ("mean", "std"):
-            if values.get(key) is not None:
-                values[key] = tuple(float(x) for x in values[key])
-                if len(values[key]) != 3:
-                    raise ValueError(f"{key} needs 3 numbers")
-        profile = PreprocessProfile(**values)
-        ok = (
-            profile.crop_px > 0
-            and profile.margin_px >= 0
-            and profile.margin_px < profile.crop_px
-            and profile.input_px > 0
-            and profile.resize in ("bilinear", "bicubic")
-            and profile.scale > 0
-        )
-        if not ok:
-            raise ValueError(f"out of range: {profile}")
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{name}: invalid 'preprocess' entry: {err}") from None
-    return profile
 
 
 def card_path(checkpoint: Path) -> Path:
@@ -294,36 +185,6 @@ def _fold_temperature(model: torch.nn.Module, temperature: float, spec: Detector
             layer.bias.div_(temperature)
 
 
-def _read_detector(path: Path) -> tuple[torch.nn.Module, DetectorSpec, PreprocessProfile]:
-    """The module (weights loaded, CPU), its spec and the profile it expects, recognised from the bytes."""
-    from pipeline.detectors.mesonet import is_hdf5
-
-    if is_hdf5(path):
-        from pipeline.detectors.mesonet import MesoInception4, read_mesonet_h5
-
-        module = read_mesonet_h5(path)
-        spec = detector("mesoinception4" if isinstance(module, MesoInception4) else "mesonet4")
-        return module, spec, spec.profile
-    obj = _read(path)
-    from pipeline.detectors.sbi import looks_like_sbi, read_sbi
-
-    if looks_like_sbi(obj):
-        spec = detector("sbi-effb4")
-        return read_sbi(obj, path.name), spec, spec.profile
-    name = obj.get("detector", SEED) if isinstance(obj, dict) else SEED
-    if not isinstance(name, str):
-        raise CheckpointError(f"{path.name}: 'detector' must be a detector's name, found a {type(name).__name__}")
-    spec = detector(name)
-    module = spec.build()
-    try:
-        sd = _state_dict_of(obj, path.name)
-        _check_fits(module, sd, path.name, spec)
-    except CheckpointError as err:
-        raise CheckpointError(f"{err}. Formats known: {known_formats()}") from None
-    module.load_state_dict(sd, strict=True)
-    return module, spec, _profile_of(obj, path.name, spec.profile)
-
-
 def load_model(
     path: Path | None, device: torch.device, *, allow_untrained: bool = False, apply_card: bool = True
 ) -> LoadedModel:
@@ -346,7 +207,7 @@ def load_model(
         raise NoModel(f"checkpoint {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file")
-    model, spec, profile = _read_detector(path)
+    model, spec, profile = read_detector(path)
     sha256 = file_sha256(path)
     info = ModelInfo(path.name, sha256, profile, str(device), untrained=False, detector=spec.name)
     facts = read_card_facts(path, sha256) if apply_card else None
@@ -369,7 +230,7 @@ def read_training_state(path: Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise NoModel(f"checkpoint {path} does not exist")
-    obj = _read(path)
+    obj = read_torch(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name}: expected a dict checkpoint, found a {type(obj).__name__}")
     return obj
@@ -385,8 +246,8 @@ def load_for_training(path: Path) -> tuple[InceptionResnetV1, PreprocessProfile]
     path = Path(path).expanduser()
     if not path.is_file():
         raise NoModel(f"checkpoint {path} does not exist")
-    obj = _read(path)
-    sd = _state_dict_of(obj, path.name)
+    obj = read_torch(path)
+    sd = state_dict_of(obj, path.name)
     model = build_model()
     expected = model.state_dict()
     head = [k for k in expected if k.startswith("logits.")]
@@ -394,10 +255,10 @@ def load_for_training(path: Path) -> tuple[InceptionResnetV1, PreprocessProfile]
         # an identity classifier (or none): keep the backbone, start a fresh one-logit head
         sd = {k: v for k, v in sd.items() if not k.startswith("logits.")}
         sd.update({k: expected[k] for k in head})
-        profile = _profile_of(obj, path.name) if "preprocess" in obj else FACENET_PROFILE
+        profile = profile_of(obj, path.name) if "preprocess" in obj else FACENET_PROFILE
     else:
-        profile = _profile_of(obj, path.name)
-    _check_fits(model, sd, path.name)
+        profile = profile_of(obj, path.name)
+    check_fits(model, sd, path.name)
     model.load_state_dict(sd, strict=True)
     return model.train(), profile
 
