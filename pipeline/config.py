@@ -66,6 +66,14 @@ class Settings:
     recover_small_faces: bool = True
     recover_budget: float = 0.25  # fraction of a video's sampled frames that may get a recovery pass
     detect_chunk: int = 1  # frames per MTCNN call; 1 is fastest on CPU (NOTES.md), GPUs want more
+    # face gates: a detection is a face only if it passes them (rules and measured numbers in pipeline/face_gates.py)
+    face_gates: bool = True  # False = every detection over detect_prob_floor is a face and every track a person
+    video_face_prob_floor: float = 0.95  # videos (files, live): detector probability floor; photos keep the one above
+    face_max_roll_deg: float = 60.0  # |angle of the eye line| at most this
+    face_min_eye_frac: float = 0.15  # distance between the eyes / box width, at least ...
+    face_max_eye_frac: float = 0.80  # ... and at most
+    face_box_pad_frac: float = 0.15  # every landmark inside the box grown by this fraction of its side, each side
+    min_track_frames: int = 2  # sampled frames a video's person needs (capped at the frames sampled; photos: 1)
     # classification batching (flush rules in pipeline/batching.py)
     classify_batch: int = 32
     max_pending_frames: int = 4
@@ -128,6 +136,17 @@ class Settings:
             ),
             (0 <= self.recover_budget <= 1, f"recover_budget must be in [0, 1], got {self.recover_budget}"),
             (self.detect_chunk >= 1, f"detect_chunk must be >= 1, got {self.detect_chunk}"),
+            (
+                0 <= self.video_face_prob_floor <= 1,
+                f"video_face_prob_floor must be in [0, 1], got {self.video_face_prob_floor}",
+            ),
+            (0 < self.face_max_roll_deg <= 180, f"face_max_roll_deg must be in (0, 180], got {self.face_max_roll_deg}"),
+            (
+                0 <= self.face_min_eye_frac < self.face_max_eye_frac,
+                f"need 0 <= face_min_eye_frac < face_max_eye_frac: {self.face_min_eye_frac}, {self.face_max_eye_frac}",
+            ),
+            (self.face_box_pad_frac >= 0, f"face_box_pad_frac must be >= 0, got {self.face_box_pad_frac}"),
+            (self.min_track_frames >= 1, f"min_track_frames must be >= 1, got {self.min_track_frames}"),
             (self.classify_batch >= 1, f"classify_batch must be >= 1, got {self.classify_batch}"),
             (self.max_pending_frames >= 1, f"max_pending_frames must be >= 1, got {self.max_pending_frames}"),
             (self.threshold is None or 0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}"),
