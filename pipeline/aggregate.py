@@ -20,17 +20,24 @@ The ``per_person`` rule (the default strategy). For one person (track) with face
   makes the video fake); else the mean of the persons' scores weighted by their face counts.
 
 For a still image each person is seen once: build its tracks with ``min_agree=1``.
+
+Track support (rule 3 of pipeline/face_gates.py): a track seen in fewer than ``min_frames`` sampled frames
+is not a person. It is kept, marked ``supported=False``, labelled INCONCLUSIVE and never confidently fake,
+and the video's score, frame-level segments and face count (``min_faces``) leave its faces out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
+from pipeline.face_gates import support_frames
 from pipeline.types import (
     AnalysisStart,
     FrameRow,
     Label,
+    RejectedFace,
     Report,
     Segment,
     StageTimings,
@@ -120,19 +127,22 @@ def build_tracks(
     band: float = 0.0,
     min_agree: int = DEFAULT_MIN_AGREE,
     agree_frac: float = DEFAULT_AGREE_FRAC,
+    min_frames: int = 1,
 ) -> tuple[Track, ...]:
     """Score and label each person (see :func:`track_score`, :func:`track_label`), sorted by track id.
 
     ``band``: the inconclusive band of the video's label (Settings.inconclusive_band), so a person at the
     threshold is INCONCLUSIVE like a video there. ``min_agree``: faces that must agree for a confident
-    fake; pass 1 for a still image.
+    fake; pass 1 for a still image. ``min_frames``: sampled frames a track needs to be supported (module
+    docstring; :func:`pipeline.face_gates.support_frames` gives it for a video).
     """
     _check_threshold(threshold)
-    if min_agree < 1:
-        raise ValueError(f"min_agree must be >= 1 faces, got {min_agree}")
+    if min_agree < 1 or min_frames < 1:
+        raise ValueError(f"min_agree and min_frames must be >= 1, got {min_agree}, {min_frames}")
     out = []
     for obs in sorted(observations, key=lambda o: o.track_id):
         probs = obs.fake_probs
+        supported = len(set(obs.frame_indices)) >= min_frames
         out.append(
             Track(
                 track_id=obs.track_id,
@@ -141,11 +151,30 @@ def build_tracks(
                 last_time_s=obs.times_s[-1],
                 fake_probs=tuple(probs),
                 score=track_score(probs, threshold, min_agree=min_agree, agree_frac=agree_frac),
-                label=track_label(probs, threshold, band=band, min_agree=min_agree, agree_frac=agree_frac),
-                confident_fake=is_confident_fake(probs, threshold, min_agree=min_agree, agree_frac=agree_frac),
+                label=(
+                    track_label(probs, threshold, band=band, min_agree=min_agree, agree_frac=agree_frac)
+                    if supported
+                    else Label.INCONCLUSIVE
+                ),
+                confident_fake=supported
+                and is_confident_fake(probs, threshold, min_agree=min_agree, agree_frac=agree_frac),
+                supported=supported,
             )
         )
     return tuple(out)
+
+
+def supported_rows(rows: Sequence[FrameRow], tracks: Sequence[Track]) -> list[FrameRow]:
+    """``rows`` without the faces of unsupported tracks (each frame's score re-taken, None when none is
+    left): what the video's score and frame-level segments are computed from."""
+    unsupported = {t.track_id for t in tracks if not t.supported}
+    if not unsupported:
+        return list(rows)
+    out = []
+    for row in rows:
+        faces = tuple(f for f in row.faces if f.track_id not in unsupported)
+        out.append(dataclasses.replace(row, faces=faces, score=frame_score([f.fake_prob for f in faces])))
+    return out
 
 
 def confident_score(probs: Sequence[float]) -> float | None:
@@ -167,7 +196,7 @@ def confident_score(probs: Sequence[float]) -> float | None:
 
 def per_person_score(tracks: Sequence[Track]) -> float | None:
     """The per_person video score from scored tracks (rule in the module docstring); None without faces."""
-    scored = [t for t in tracks if t.score is not None and t.n_faces > 0]
+    scored = [t for t in tracks if t.score is not None and t.n_faces > 0 and t.supported]
     if not scored:
         return None
     # confidence, not the label: a confident fake within the band is labelled INCONCLUSIVE but still leads
@@ -311,24 +340,39 @@ def build_report(
     timings: StageTimings,
     version: str,
     incomplete: str | None = None,
+    min_track_frames: int = 1,
+    rejected: Sequence[RejectedFace] = (),
+    n_rejected: int | None = None,
 ) -> Report:
     """The Report of one analysis: persons, video score, segments (frame-level, then per person), label.
 
     ``start`` is what the analysis began with (media, policy, model, threshold); ``rows`` every sampled
-    frame; ``observations`` the tracker's persons; ``band`` and ``min_faces`` as in :func:`decide_label`.
+    frame; ``observations`` the tracker's persons; ``band`` and ``min_faces`` as in :func:`decide_label`;
+    ``min_track_frames`` the track support setting (module docstring); ``rejected`` the detections the face
+    gates refused (the listed ones) of ``n_rejected`` (None: as many as listed).
     """
     threshold, is_image = start.threshold, start.media.is_image
     # A photo shows each person once, so one face must be enough to call a person fake.
-    tracks = build_tracks(observations, threshold, band=band, min_agree=1 if is_image else min_faces)
-    score = video_score(rows, tracks, strategy, threshold)
+    tracks = build_tracks(
+        observations,
+        threshold,
+        band=band,
+        min_agree=1 if is_image else min_faces,
+        min_frames=support_frames(min_track_frames, len(rows), is_image),
+    )
+    scoring = supported_rows(rows, tracks)
+    score = video_score(scoring, tracks, strategy, threshold)
     times_s = [r.time_s for r in rows]
-    segments = find_segments(times_s, [r.score for r in rows], threshold)
+    segments = find_segments(times_s, [r.score for r in scoring], threshold)
     for track in tracks:
-        segments += find_segments(
-            times_s, track_probs_by_frame(rows, track.track_id), threshold, track_id=track.track_id
-        )
-    n_faces = sum(len(r.faces) for r in rows)
+        if track.supported:
+            segments += find_segments(
+                times_s, track_probs_by_frame(rows, track.track_id), threshold, track_id=track.track_id
+            )
+    n_faces = sum(len(r.faces) for r in scoring)
     label = decide_label(score, n_faces, is_image=is_image, threshold=threshold, band=band, min_faces=min_faces)
+    if n_faces == 0 and any(r.faces for r in rows):
+        label = Label.INCONCLUSIVE  # faces were seen, but none of them belongs to a person
     return Report(
         media=start.media,
         policy=start.policy,
@@ -344,4 +388,6 @@ def build_report(
         version=version,
         incomplete=incomplete,
         threshold_source=start.threshold_source,
+        rejected=tuple(rejected),
+        n_rejected=len(rejected) if n_rejected is None else n_rejected,
     )

@@ -29,6 +29,11 @@ Photos get no recovery pass (their one pass already runs at up to ``photo_detect
 live sessions (one frame at a time, where a second pass would add its whole cost to that frame's lag).
 A face the fast pass never sees in a frame where it finds the others is not searched for: the rule reacts
 to losses and to empty frames only, so a frame the fast pass fully explains costs nothing extra.
+
+**Face gates** (``pipeline/face_gates.py``), when given, run on each detector call's boxes before anything
+else: the counts above are of faces that passed, a recovered box is merged only if it passed, and a rejected
+detection is reported once: a fast-pass rejection that a passing recovered box overlaps (IoU >= 0.5) is
+dropped (the face was found after all), and so is a recovered rejection that overlaps any box already there.
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from dataclasses import dataclass
 from pipeline.batching import chunk_frames
 from pipeline.config import Settings
 from pipeline.detect import FaceDetector
+from pipeline.face_gates import FaceGates, face_gates
 from pipeline.sources import Source
-from pipeline.types import FaceBox, Frame, MediaInfo, MediaKind
+from pipeline.types import FaceBox, Frame, MediaInfo, MediaKind, RejectedFace
 
 SAME_FACE_IOU = 0.5  # a recovered box overlapping a fast-pass box this much is that face
 
@@ -108,10 +114,14 @@ def detect_faces(
     detector: FaceDetector,
     params: DetectParams,
     on_detect_s: Callable[[float], None] | None = None,
+    *,
+    gates: FaceGates | None = None,
+    on_reject: Callable[[Sequence[RejectedFace]], None] | None = None,
 ) -> Iterator[tuple[Frame, list[FaceBox]]]:
     """Each frame with its boxes (pixels of the frame), in order; detection runs on chunks of equal-size
     frames, then the recovery pass (one frame per call) where ``params.recover`` says so. ``on_detect_s``
-    gets the wall seconds of each detector call."""
+    gets the wall seconds of each detector call. With ``gates``, a frame's boxes are those that pass them
+    (renumbered 0..k-1) and ``on_reject`` gets each frame's rejected detections (module docstring)."""
 
     def timed_detect(group: Sequence[Frame], max_side_px: int) -> list[list[FaceBox]]:
         t0 = time.perf_counter()
@@ -121,28 +131,43 @@ def detect_faces(
             if on_detect_s is not None:
                 on_detect_s(time.perf_counter() - t0)
 
+    def gated(frame: Frame, boxes: list[FaceBox]) -> tuple[list[FaceBox], list[RejectedFace]]:
+        return (boxes, []) if gates is None else gates.split(frame.index, frame.time_s, boxes)
+
     recover = params.recover
     seen = passes = expected = 0
     for group in chunk_frames(frames, params.chunk):
-        boxes_per_frame = timed_detect(group, params.max_side_px)
-        if recover is None:
-            yield from zip(group, boxes_per_frame, strict=True)
-            continue
-        for frame, boxes in zip(group, boxes_per_frame, strict=True):
-            frames_before, seen = seen, seen + 1
-            wanted = max(frame.image.shape[:2]) > params.max_side_px and (not boxes or len(boxes) < expected)
-            if not wanted:
-                expected = len(boxes)
-            elif passes <= recover.budget * frames_before + 1e-9:
-                passes += 1
-                (recovered,) = timed_detect([frame], recover.max_side_px)
-                boxes = merge_recovered(boxes, recovered)
-                expected = len(boxes)
-            # else: refused by the budget; the expectation stays, so the next frame may try
+        for frame, found in zip(group, timed_detect(group, params.max_side_px), strict=True):
+            boxes, rejected = gated(frame, found)
+            if recover is not None:
+                frames_before, seen = seen, seen + 1
+                wanted = max(frame.image.shape[:2]) > params.max_side_px and (not boxes or len(boxes) < expected)
+                if not wanted:
+                    expected = len(boxes)
+                elif passes <= recover.budget * frames_before + 1e-9:
+                    passes += 1
+                    (again,) = timed_detect([frame], recover.max_side_px)
+                    recovered, rejected_again = gated(frame, again)
+                    boxes = merge_recovered(boxes, recovered)
+                    rejected = _once(rejected, rejected_again, boxes)
+                    expected = len(boxes)
+                # else: refused by the budget; the expectation stays, so the next frame may try
+            if rejected and on_reject is not None:
+                on_reject(rejected)
             yield frame, boxes
 
 
+def _once(fast: Sequence[RejectedFace], again: Sequence[RejectedFace], kept: Sequence[FaceBox]) -> list[RejectedFace]:
+    """A frame's rejections after a recovery pass: each detection once, none that is a kept face."""
+    out = [r for r in fast if all(_iou(r.xyxy, b.xyxy) < SAME_FACE_IOU for b in kept)]
+    taken = [b.xyxy for b in kept] + [r.xyxy for r in fast]
+    return out + [r for r in again if all(_iou(r.xyxy, xyxy) < SAME_FACE_IOU for xyxy in taken)]
+
+
 def source_faces(source: Source, detector: FaceDetector, settings: Settings) -> Iterator[tuple[Frame, list[FaceBox]]]:
-    """Every sampled frame of ``source`` with its faces, found as the service finds them. Raises what
-    ``source.frames()`` raises (DecodeError after the good frames when the input breaks)."""
-    return detect_faces(source.frames(), detector, detect_params(source.info, settings))
+    """Every sampled frame of ``source`` with its faces, found as the service finds them (its face gates
+    included; rejected detections are left out). Raises what ``source.frames()`` raises (DecodeError after
+    the good frames when the input breaks)."""
+    return detect_faces(
+        source.frames(), detector, detect_params(source.info, settings), gates=face_gates(source.info, settings)
+    )

@@ -10,6 +10,10 @@ Rules:
 - The session's report scores every person over their whole life, by the same rules as a file's report;
   frame-level segments are built as frames pass (no frame rows are kept), per-person segments from each
   person's own faces (a gap of more than ``2 / rate_hz`` between two of their faces breaks a run).
+- Track support (pipeline/face_gates.py, rule 3) counts the frames analysed so far: a person closed, or in
+  the final report, with faces in fewer than ``min(min_track_frames, frames analysed)`` frames is kept but
+  unsupported, and leaves the session's score, face count and per-person segments out. The frame-level
+  segments, built as frames pass, cannot wait for that and keep every face. ``now()`` judges everyone.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from pipeline.aggregate import (
     track_label,
     track_score,
 )
+from pipeline.face_gates import support_frames
 from pipeline.live_types import LiveOptions, LiveSession, PersonGone, PersonNow
 from pipeline.track import Tracker
 from pipeline.types import (
     AnalysisStart,
     FrameVerdict,
+    Label,
     Report,
     ScoredFrame,
     Segment,
@@ -78,11 +84,15 @@ def _person_segments(obs: TrackObservations, threshold: float, max_gap_s: float)
 class LivePeople:
     """Tracks people over an endless stream of scored frames (rules in the module docstring)."""
 
-    def __init__(self, threshold: float, band: float, min_faces: int, options: LiveOptions) -> None:
+    def __init__(
+        self, threshold: float, band: float, min_faces: int, options: LiveOptions, *, min_track_frames: int = 1
+    ) -> None:
         self.threshold = threshold
         self.band = band
         self.min_faces = min_faces
         self.options = options
+        self.min_track_frames = min_track_frames
+        self.n_frames = 0
         self._tracker = Tracker()
         self._closed: list[Track] = []
         self._closed_segments: list[Segment] = []
@@ -92,13 +102,15 @@ class LivePeople:
     def assign(self, frame: ScoredFrame) -> tuple[FrameVerdict, list[PersonGone]]:
         """Track ``frame``'s faces; also retire (and return) the people unseen for ``gone_s`` by its time."""
         verdict = self._tracker.assign(frame)
+        self.n_frames += 1
         self.n_faces += len(verdict.faces)
         self._runs.add(verdict.time_s, verdict.score)
         gone = []
         for obs in self._tracker.retire(verdict.time_s - self.options.gone_s):
             (track,) = self._tracks([obs])
             self._closed.append(track)
-            self._closed_segments.extend(self._segments_of(obs))
+            if track.supported:
+                self._closed_segments.extend(self._segments_of(obs))
             gone.append(PersonGone(_summary(track)))
         return verdict, gone
 
@@ -130,13 +142,17 @@ class LivePeople:
         open_obs = self._tracker.tracks()
         tracks = tuple(sorted((*self._closed, *self._tracks(open_obs)), key=lambda t: t.track_id))
         segments = list(self._runs.segments) + self._closed_segments
+        supported = {t.track_id for t in tracks if t.supported}
         for obs in open_obs:
-            segments.extend(self._segments_of(obs))
-        probs = [p for t in tracks for p in t.fake_probs]
+            if obs.track_id in supported:
+                segments.extend(self._segments_of(obs))
+        probs = [p for t in tracks if t.supported for p in t.fake_probs]
         score = faces_score(probs, tracks, strategy, self.threshold)
         label = decide_label(
             score, len(probs), is_image=False, threshold=self.threshold, band=self.band, min_faces=self.min_faces
         )
+        if not probs and tracks:
+            label = Label.INCONCLUSIVE  # faces were seen, but none of them belongs to a person
         return Report(
             media=start.media,
             policy=start.policy,
@@ -156,7 +172,10 @@ class LivePeople:
         )
 
     def _tracks(self, observations: Sequence[TrackObservations]) -> tuple[Track, ...]:
-        return build_tracks(observations, self.threshold, band=self.band, min_agree=self.min_faces)
+        min_frames = support_frames(self.min_track_frames, self.n_frames, is_image=False)
+        return build_tracks(
+            observations, self.threshold, band=self.band, min_agree=self.min_faces, min_frames=min_frames
+        )
 
     def _segments_of(self, obs: TrackObservations) -> tuple[Segment, ...]:
         return _person_segments(obs, self.threshold, 2.0 * self.options.every_s)

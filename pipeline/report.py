@@ -18,6 +18,7 @@ from pipeline.types import (
     MediaKind,
     ModelInfo,
     PreprocessProfile,
+    RejectedFace,
     Report,
     SampleMode,
     SamplingPolicy,
@@ -116,8 +117,13 @@ def report_from_dict(data: dict[str, Any]) -> Report:
                 Label(t["label"]),
                 # reports from before the field: FAKE meant confidently fake then
                 t.get("confident_fake", t["label"] == Label.FAKE.value),
+                t.get("supported", True),  # reports from before the face gates: every track was a person
             )
             for t in data["tracks"]
+        )
+        rejected = tuple(
+            RejectedFace(r["frame_index"], r["time_s"], tuple(r["xyxy"]), r["detector_prob"], r["gate"], r["reason"])
+            for r in data.get("rejected", ())
         )
         return Report(
             media=media,
@@ -137,6 +143,8 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             session=_session(data.get("session")),
             detectors=tuple(_model(m) for m in data.get("detectors", ())),
             fusion=data.get("fusion"),
+            rejected=rejected,
+            n_rejected=data.get("n_rejected", len(rejected)),
         )
     except (KeyError, TypeError) as err:
         raise ValueError(f"malformed {SCHEMA} report: {err}") from err

@@ -10,6 +10,7 @@ LiveInput ─events─▶ Frame (newest first) ─detect─▶ FaceBox* ─crop�
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -23,6 +24,7 @@ from pipeline.batching import prefetch, score_with_fast_start
 from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.errors import DecodeError, MediaError, SourceError
+from pipeline.face_gates import RejectedLog, face_gates
 from pipeline.faces import detect_faces, detect_params
 from pipeline.live_people import LivePeople
 from pipeline.live_types import (
@@ -100,12 +102,17 @@ class _Clock:
 
 
 def _detect_and_crop(
-    source: Source, engine: Engine, settings: Settings, clock: _Clock
+    source: Source, engine: Engine, settings: Settings, clock: _Clock, rejected: RejectedLog
 ) -> Generator[CroppedFrame, None, None]:
-    """Detect (parameters per kind of media), crop, and drop the full frames; crops count as detection."""
+    """Detect (parameters per kind of media), gate (``rejected`` gets the refused detections), crop, and
+    drop the full frames; crops count as detection."""
     frames = clock.timed("decode", source.frames())
     params = detect_params(source.info, settings)
-    for frame, boxes in detect_faces(frames, engine.detector, params, lambda s: clock.add("detect", s)):
+    gates = face_gates(source.info, settings)
+    detected = detect_faces(
+        frames, engine.detector, params, lambda s: clock.add("detect", s), gates=gates, on_reject=rejected.add
+    )
+    for frame, boxes in detected:
         t0 = time.perf_counter()
         crops = tuple(engine.crop(frame.image, boxes))
         clock.add("detect", time.perf_counter() - t0)
@@ -150,7 +157,8 @@ def analyze(
         finally:
             clock.add("classify", time.perf_counter() - t0)
 
-    cropped: Generator[CroppedFrame, None, None] = _detect_and_crop(source, engine, settings, clock)
+    rejected = RejectedLog()
+    cropped: Generator[CroppedFrame, None, None] = _detect_and_crop(source, engine, settings, clock, rejected)
     if _overlap_stages(engine):
         cropped = prefetch(cropped, PREFETCH_FRAMES)
     scored = score_with_fast_start(
@@ -177,6 +185,9 @@ def analyze(
         timings=clock.timings(started),
         version=__version__,
         incomplete=clock.stop_reason,
+        min_track_frames=settings.min_track_frames if settings.face_gates else 1,
+        rejected=rejected.kept,
+        n_rejected=rejected.count,
     )
     yield engine.describe(report)
 
@@ -230,8 +241,10 @@ def watch(
     started_s, started = time.time(), time.perf_counter()
     yield start
     yield first
-    people = LivePeople(threshold, settings.inconclusive_band, settings.min_faces, options)
+    support = settings.min_track_frames if settings.face_gates else 1
+    people = LivePeople(threshold, settings.inconclusive_band, settings.min_faces, options, min_track_frames=support)
     params = detect_params(first.info, settings)
+    gates, rejected = face_gates(first.info, settings), RejectedLog()
     clock = _Clock()
     lags: deque[float] = deque(maxlen=LAG_SAMPLES)
     analysed = 0
@@ -248,6 +261,9 @@ def watch(
                 continue
             t0 = time.perf_counter()
             (boxes,) = engine.detector.detect([item], params.min_face_px, params.max_side_px)
+            if gates is not None:
+                boxes, refused = gates.split(item.index, item.time_s, boxes)
+                rejected.add(refused)
             crops = engine.crop(item.image, boxes)
             t1 = time.perf_counter()
             scores = engine.score(crops, boxes) if crops else []
@@ -274,4 +290,5 @@ def watch(
         lag_p50_s=_percentile(lags, 50),
         lag_p95_s=_percentile(lags, 95),
     )
-    yield engine.describe(people.report(start, strategy, session, clock.timings(started), __version__))
+    report = people.report(start, strategy, session, clock.timings(started), __version__)
+    yield engine.describe(dataclasses.replace(report, rejected=rejected.kept, n_rejected=rejected.count))

@@ -324,10 +324,34 @@ class Track:
     score: float | None
     label: Label  # by the video's rule, threshold and band (pipeline.aggregate.track_label)
     confident_fake: bool = False  # enough faces agree that the person is fake (the per_person video score's rule)
+    # seen in enough sampled frames to be a person (pipeline/face_gates.py); an unsupported track is kept for
+    # the record, labelled INCONCLUSIVE, never a confident fake, and none of its faces count towards the verdict
+    supported: bool = True
 
     @property
     def n_faces(self) -> int:
         return len(self.fake_probs)
+
+
+FACE_GATES = ("geometry", "probability")  # RejectedFace.gate: the gate that refused it (pipeline/face_gates.py)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedFace:
+    """A detection that failed a face gate: never cropped, scored or tracked. ``xyxy`` in frame pixels;
+    ``reason`` says why in a few words, e.g. "roll 72° (limit 60°)"."""
+
+    frame_index: int
+    time_s: float
+    xyxy: tuple[float, float, float, float]
+    detector_prob: float
+    gate: str  # one of FACE_GATES
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.gate not in FACE_GATES:
+            raise ValueError(f"RejectedFace.gate must be one of {FACE_GATES}, got {self.gate!r}")
+        _check_prob("RejectedFace.detector_prob", self.detector_prob)
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,10 +449,16 @@ class Report:
     # an ensemble: every detector (``model`` then describes the ensemble) and how their scores were fused
     detectors: tuple[ModelInfo, ...] = ()
     fusion: str | None = None
+    # detections that failed a face gate, in frame order: the first MAX_REJECTED (pipeline/face_gates.py) of
+    # ``n_rejected``
+    rejected: tuple[RejectedFace, ...] = ()
+    n_rejected: int = 0
 
     def __post_init__(self) -> None:
         if self.score is None and self.label not in (Label.NO_FACE, Label.INCONCLUSIVE):
             raise ValueError(f"a {self.label.value} label needs a score")
+        if self.n_rejected < len(self.rejected):
+            raise ValueError(f"n_rejected ({self.n_rejected}) counts fewer than the {len(self.rejected)} listed")
         if self.score is not None:
             _check_prob("Report.score", self.score)
 

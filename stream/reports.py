@@ -25,6 +25,7 @@ ThresholdSource = Literal["request", "settings", "model card", "default"]
 LabelName = Literal["real", "fake", "inconclusive", "no_face"]  # pipeline.types.Label
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]  # stream.store.Status
 MediaKindName = Literal["file", "live"]  # pipeline.types.MediaKind
+FaceGateName = Literal["geometry", "probability"]  # pipeline.types.FACE_GATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,9 @@ class Track(Record):
     score: float | None = constrained(minimum=0, maximum=1)
     label: LabelName
     confident_fake: bool = False  # enough of the person's faces agree that they are fake
+    # seen in enough sampled frames to be a person; false: kept for the record, labelled inconclusive, and its
+    # faces count in no score (reports from before the field: every track was a person)
+    supported: bool = True
 
     @property
     def n_faces(self) -> int:
@@ -149,6 +153,19 @@ class Segment(Record):
     peak_prob: float = constrained(minimum=0, maximum=1)
     n_frames: int = constrained(minimum=1)
     track_id: int | None = constrained(None, minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedFace(Record):
+    """A detection that failed a face gate (pipeline/face_gates.py): never scored, tracked or counted.
+    ``xyxy`` in pixels of the original (rotated) frame; ``reason`` in a few words."""
+
+    frame_index: int = constrained(minimum=0)
+    time_s: float
+    xyxy: tuple[float, float, float, float]
+    detector_prob: float = constrained(minimum=0, maximum=1)
+    gate: FaceGateName
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +244,16 @@ class Report(Record):
     session: Session | None = None  # a live session's times and counters; null for a file
     detectors: tuple[ReportModel, ...] = ()  # an ensemble's detectors (``model`` names the ensemble); else empty
     fusion: str | None = None  # how an ensemble's P(fake)s became ``fake_prob``
+    # detections the face gates refused, in frame order: the first 200 of ``n_rejected``
+    rejected: tuple[RejectedFace, ...] = ()
+    n_rejected: int = constrained(0, minimum=0)
 
     def __post_init__(self) -> None:
         Record.__post_init__(self)
         if self.score is None and self.label not in ("no_face", "inconclusive"):
             raise ProtocolError("bad_message", f"a {self.label} report needs a score")
+        if self.n_rejected < len(self.rejected):
+            raise ProtocolError("bad_message", f"n_rejected {self.n_rejected} < the {len(self.rejected)} listed")
 
     @property
     def frame_segments(self) -> tuple[Segment, ...]:
