@@ -55,13 +55,19 @@ def settings_from_args(args: argparse.Namespace):  # -> pipeline.config.Settings
 
 
 def verdict_line(report) -> str:  # report: pipeline.types.Report
-    """``name: FAKE 0.91 (3 people, 2 suspicious segments)``, flagged when the model is untrained."""
-    people = len(report.tracks)
+    """``name: FAKE 0.91 (3 people, 2 suspicious segments)``, flagged when the model is untrained; the face
+    gates' refusals are counted when there are any (``, 1 track too short, 4 detections rejected``)."""
+    people = sum(1 for t in report.tracks if t.supported)
+    short = len(report.tracks) - people
     segments = sum(1 for s in report.segments if s.track_id is None)
     score = "-" if report.score is None else f"{report.score:.2f}"
     parts = [f"{people} {'person' if people == 1 else 'people'}"]
     if not report.media.is_image:
         parts.append(f"{segments} suspicious segment{'' if segments == 1 else 's'}")
+    if short:
+        parts.append(f"{short} track{'' if short == 1 else 's'} too short")
+    if report.n_rejected:
+        parts.append(f"{report.n_rejected} detection{'' if report.n_rejected == 1 else 's'} rejected")
     if report.threshold_source == "model card":  # say so: the cut is not the familiar 0.5
         parts.append(f"calibrated threshold {report.threshold:.2f}")
     line = f"{report.media.name}: {report.label.value.upper().replace('_', ' ')} {score} ({', '.join(parts)})"
