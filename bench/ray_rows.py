@@ -46,8 +46,8 @@ class Sample:
 @dataclass(frozen=True, slots=True)
 class Summary:
     """``config``'s ``workload`` over ``rounds``: counts over every job; rates (frames/s, or photos/s for
-    photos: all of a round's ÷ its wall time) and seconds (first frame, done: p50/p95 over a round's jobs,
-    from the start of each upload) are medians over the rounds."""
+    photos: a round's completed jobs' ÷ its wall time) and seconds (first frame, done: p50/p95 over a round's
+    completed jobs, from the start of each upload) are medians over the rounds."""
 
     config: str
     workload: str
