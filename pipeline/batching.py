@@ -360,7 +360,8 @@ class SharedBatches:
         """Block until ``request`` is scored (False) or its thread is to lead a batch (True, rule S2)."""
         with self._cond:
             while not request.done:
-                if self._waiting[0] is request:
+                # a request another leader has taken (popped, being scored) is no longer in ``_waiting``
+                if self._waiting and self._waiting[0] is request:
                     left = request.since + self._gather_s - self._clock()
                     faces = sum(len(r.crops) for r in self._waiting)
                     if faces >= self._max_faces or len(self._waiting) >= self._stepping or left <= 0:

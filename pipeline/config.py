@@ -111,7 +111,8 @@ class Settings:
     max_live_jobs: int = 2  # live sessions at once (each holds a decode thread and a share of the model)
     # scale-out (stream/ray_backend.py, stream/store_pg.py): the defaults are the embedded ones
     backend: str = "local"  # "local" = the in-process worker; "ray" = actors on a Ray cluster
-    ray_address: str | None = None  # None = start a local Ray; "auto" = the running cluster; or "ray://host:10001"
+    # None = a Ray of its own on this machine (never one found in /tmp/ray); "auto" = the running cluster
+    ray_address: str | None = None
     ray_actors: int = 2  # engine actors in the pool (each holds one model)
     ray_actor_cpus: float = 1.0  # CPUs each actor reserves (GPU nodes: one GPU per actor instead)
     ray_shared_batches: bool = True  # faces of an actor's concurrent jobs share classify+CAM calls

@@ -105,7 +105,9 @@ class RayBackend:
         self._started_ray = False
         if not ray.is_initialized():  # None: a Ray of our own on this machine (no dashboard: nobody to see it)
             extra = {"include_dashboard": False} if settings.ray_address is None else {}
-            ray.init(address=settings.ray_address, **extra)
+            # "local", not None: None would join whatever cluster /tmp/ray/ray_current_cluster names, even a
+            # stale one another program (or a test's cluster) left there
+            ray.init(address=settings.ray_address or "local", **extra)
             self._started_ray = True
         self._engine = engine
         self._uploading: dict[str, str | None] = {}  # job id -> client

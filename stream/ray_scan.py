@@ -178,7 +178,9 @@ class RayScanner:
         if not ray.is_initialized():
             extra = {"include_dashboard": False} if self._settings.ray_address is None else {}
             # Ray's own INFO lines ("Connecting to ...") would interleave with the verdict lines
-            ray.init(address=self._settings.ray_address, logging_level=logging.WARNING, **extra)
+            # "local" for None: see RayBackend (None would join a cluster found in /tmp/ray)
+            address = self._settings.ray_address or "local"
+            ray.init(address=address, logging_level=logging.WARNING, **extra)
             self._started_ray = True
         self._pool = Pool(self._settings, self._jobs_per_actor, on_change=self._wake.set)
         try:

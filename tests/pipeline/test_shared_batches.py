@@ -103,6 +103,37 @@ def test_jobs_stepping_together_share_one_call_and_each_gets_its_own_faces() -> 
     assert (shared.calls, shared.faces) == (1, 6)
 
 
+def test_a_request_taken_by_another_leader_waits_for_its_results_through_any_wake_up() -> None:
+    """While the leader scores, the others' requests are out of the queue but not done; a wake-up then
+    (another job's step ending, a new request) must not make them lead or fail."""
+    recorder = FakeScorer()
+    shared: SharedBatches
+
+    def score(crops: Sequence[np.ndarray], boxes: Sequence[FaceBox]) -> list[FaceScore]:
+        with shared._cond:  # what other jobs' steps do while a batch is scored
+            shared._cond.notify_all()
+        time.sleep(0.05)
+        return recorder(crops, boxes)
+
+    shared = SharedBatches(score, Turns(), max_faces=32, gather_s=LONG_GATHER_S)
+    jobs = Jobs(shared)
+    entered = threading.Event()
+
+    def first(s: SharedBatches) -> list[FaceScore]:
+        entered.set()
+        wait_until(lambda: s.stepping == 3)
+        return s.score(*faces(1, 2))
+
+    jobs.start("a", first)
+    entered.wait(JOIN_S)
+    jobs.start("b", scores_for(2, 1))
+    jobs.start("c", scores_for(3, 1))
+    jobs.join()
+    assert not jobs.errors, jobs.errors
+    assert len(recorder.batches) == 1 and sorted(recorder.batches[0]) == [(1, 0), (1, 1), (2, 0), (3, 0)]
+    assert [s.box.frame_index for s in jobs.results["c"]] == [3]
+
+
 def test_requests_are_never_split_and_a_call_holds_at_most_max_faces() -> None:
     scorer = FakeScorer()
     shared = SharedBatches(scorer, Turns(), max_faces=4, gather_s=LONG_GATHER_S)
@@ -147,6 +178,7 @@ def test_the_oldest_request_queues_for_the_turn_once_it_has_waited_gather_s() ->
     shared = SharedBatches(scorer, turns, max_faces=32, gather_s=0.05)
     jobs = Jobs(shared)
     entered = threading.Event()
+    holding = threading.Event()
     release = threading.Event()
 
     def first(s: SharedBatches) -> list[FaceScore]:
@@ -156,6 +188,7 @@ def test_the_oldest_request_queues_for_the_turn_once_it_has_waited_gather_s() ->
 
     def decoding_then_scoring() -> None:
         with shared.step():
+            holding.set()  # "a" has given the turn up: it is waiting for faces, or in line for the turn
             release.wait(JOIN_S)
         with shared.step():
             jobs.results["b"] = shared.score(*faces(2, 1))
@@ -164,6 +197,7 @@ def test_the_oldest_request_queues_for_the_turn_once_it_has_waited_gather_s() ->
     entered.wait(JOIN_S)
     b = threading.Thread(target=decoding_then_scoring, daemon=True)
     b.start()
+    holding.wait(JOIN_S)
     wait_until(lambda: turns.queued == 2)  # "b" holds the turn, "a" (done waiting) is in line for it
     release.set()
     b.join(JOIN_S)
