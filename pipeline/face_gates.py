@@ -53,9 +53,10 @@ sampled frames and became "Person 2"); under ``per_person`` such a face could de
 
 Gates 1-2 run right after detection, before cropping (a rejected detection costs no classification), in
 ``pipeline.faces.detect_faces`` when given ``gates`` (``analyze()`` and ``source_faces``, which training and
-the bench use; the small-face recovery pass counts kept faces only) and in ``pipeline.run.watch`` (live). Rejected detections go to ``Report.rejected`` (frame, time, box,
-probability, gate, reason): the first ``MAX_REJECTED`` (200) in frame order, with ``Report.n_rejected`` the
-total. ``face_gates`` False turns all three off.
+the bench use; the small-face recovery pass counts kept faces only) and in ``pipeline.run.watch`` (live).
+Rejected detections go to ``Report.rejected`` (frame, time, box, probability, gate, reason): the first
+``MAX_REJECTED`` (200) in frame order, with ``Report.n_rejected`` the total. ``face_gates`` False turns all
+three off.
 """
 
 from __future__ import annotations
