@@ -15,7 +15,7 @@ upload; medians over the rounds):
 2. **4 jobs at once, 1 vs 2 actors** of one CPU each (``1 actor``, ``2 actors``): total frames/s (all
    frames ÷ the wall time of the 4), first frame p50/p95 over the 4 clients;
 3. **cross-job batching on vs off** on one actor of one CPU (``1 actor`` vs ``unbatched``:
-   ``DFF_RAY_SHARED_BATCHES=1``/``0``): the 4 videos (row 2's 1-actor runs, reused), with done p50/p95
+   ``DFF_RAY_SHARED_BATCHES=on``/``off``): the 4 videos (row 2's 1-actor runs, reused), with done p50/p95
    too; and 8 photos at once (the server's whole capacity: 4 run, 4 queue): photos/s, latency p50/p95.
 
 Side by side: row 1's two servers are up together, then rows 2-3's three (started one after another); in
@@ -57,7 +57,7 @@ def ray_env(actors: int, cpus: int, shared_batches: bool = True) -> dict[str, st
         "DFF_BACKEND": "ray",
         "DFF_RAY_ACTORS": str(actors),
         "DFF_RAY_ACTOR_CPUS": str(cpus),
-        "DFF_RAY_SHARED_BATCHES": "1" if shared_batches else "0",
+        "DFF_RAY_SHARED_BATCHES": "on" if shared_batches else "off",
         # DFF_RAY_ADDRESS unset means ray.init(address=None), which joins the cluster named in
         # /tmp/ray/ray_current_cluster when there is one (`ray start`, a test's ray.cluster_utils.Cluster,
         # even a stale one); "local" makes Ray start a fresh instance in the server, whatever else runs here

@@ -19,9 +19,9 @@ Concurrency: a threaded actor with two concurrency groups. ``jobs`` (``max_jobs`
 several jobs at once, each in its own thread; their steps take turns on the one engine through a FIFO
 lock (``pipeline.batching.Turns``), one step each, like LocalBackend's round robin: a short job is not stuck
 behind a long one, and the engine (whose CAM hooks are not thread-safe) serves one step at a time. With
-``ray_shared_batches`` (the default) a step that scores faces gives its turn up while its faces wait for
-other jobs' and are scored in one shared call (``pipeline.batching.SharedBatches``, rules S1-S4; at most
-``ray_gather_ms`` of waiting). ``control`` answers
+``ray_shared_batches`` ("auto": on accelerator actors; "on") a step that scores faces gives its turn up
+while its faces wait for other jobs' and are scored in one shared call (``pipeline.batching.SharedBatches``,
+rules S1-S4; at most ``ray_gather_ms`` of waiting). ``control`` answers
 ping/load/finish/jobs at once even while every job thread is busy. A Ray generator with
 ``_generator_backpressure_num_objects`` pauses a job whose consumer lags (it blocks in ``yield``), which
 holds no lock, so the other jobs go on.
@@ -305,7 +305,8 @@ class EngineActor:
         info = dataclasses.replace(model.info, device=str(self._device))
         log.info("model %s (generation %d) open on %s", info.name, model.generation, info.device)
         engine = Engine.from_model(LoadedModel(loaded.module, info), self._settings)
-        if not self._settings.ray_shared_batches:
+        mode = self._settings.ray_shared_batches
+        if mode == "off" or (mode == "auto" and self._device.type == "cpu"):
             return engine
         shared = SharedBatches(
             engine.classifier.score,

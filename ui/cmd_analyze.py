@@ -22,10 +22,13 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
-def checkpoint_settings(checkpoints: list[Path] | None) -> dict[str, object]:
-    """``--checkpoint`` given once: that checkpoint; twice or more: an ensemble of them."""
+def checkpoint_settings(checkpoints: Path | list[Path] | None) -> dict[str, object]:
+    """``--checkpoint`` given once (or a command whose flag takes one path): that checkpoint; twice or
+    more: an ensemble of them."""
     if not checkpoints:
         return {}
+    if isinstance(checkpoints, Path):
+        return {"checkpoint": checkpoints}
     if len(checkpoints) == 1:
         return {"checkpoint": checkpoints[0]}
     return {"ensemble": tuple(checkpoints)}

@@ -73,7 +73,7 @@ def test_configurations_and_round_order() -> None:
     assert rotated(["a", "b", "c"], 0) == ["a", "b", "c"] and rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
     assert ROW1["local"] == {"DFF_BACKEND": "local"}
     env = ray_env(2, 1, shared_batches=False)
-    assert (env["DFF_RAY_ACTORS"], env["DFF_RAY_ACTOR_CPUS"], env["DFF_RAY_SHARED_BATCHES"]) == ("2", "1", "0")
+    assert (env["DFF_RAY_ACTORS"], env["DFF_RAY_ACTOR_CPUS"], env["DFF_RAY_SHARED_BATCHES"]) == ("2", "1", "off")
     assert env["RAY_ADDRESS"] == "local" and "DFF_RAY_ADDRESS" not in env  # a Ray of its own, in the server
     names = {*ROW1, *ROW23}
     assert all(row.a in names and row.b in names for row in ROWS)

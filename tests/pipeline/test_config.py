@@ -32,7 +32,9 @@ def test_operating_threshold_order():
 
 def test_cross_job_batching_settings_from_the_environment():
     s = Settings.from_env({"DFF_RAY_SHARED_BATCHES": "off", "DFF_RAY_GATHER_MS": "40"})
-    assert s.ray_shared_batches is False and s.ray_gather_ms == 40.0
-    assert Settings.from_env({}).ray_shared_batches is True
+    assert s.ray_shared_batches == "off" and s.ray_gather_ms == 40.0
+    assert Settings.from_env({}).ray_shared_batches == "auto"
+    with pytest.raises(ConfigError, match="ray_shared_batches"):
+        Settings.from_env({"DFF_RAY_SHARED_BATCHES": "yes"})
     with pytest.raises(ConfigError, match="ray_gather_ms"):
         Settings.from_env({"DFF_RAY_GATHER_MS": "-1"})

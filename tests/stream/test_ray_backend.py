@@ -54,6 +54,7 @@ def ray_server(cluster: LocalCluster, tmp_path_factory, ray_models) -> Any:
     settings = make_settings(
         tmp_path_factory.mktemp("ray_server"), ray_models, backend="ray", ray_address=cluster.address,
         ray_actors=2, ray_actor_cpus=1, shutdown_grace_s=0, max_jobs=2, max_queue=1,
+        ray_shared_batches="on",  # the actors' cross-job batching path (on CPU "auto" would leave it off)
     )  # fmt: skip
     with serving(settings) as served:
         wait_for(lambda: [w["state"] for w in health(served)["workers"]] == ["alive", "alive"], 60)
