@@ -179,3 +179,18 @@ def keras_logits(arch: str, w: Weights, images: np.ndarray) -> np.ndarray:
     hidden = flat @ dense_a["kernel"] + dense_a["bias"]
     hidden = np.where(hidden > 0, hidden, 0.1 * hidden)  # LeakyReLU(0.1); dropout is off at inference
     return hidden @ dense_b["kernel"] + dense_b["bias"]
+
+
+def two_detectors(root: Path, seed: int) -> tuple[Path, Path]:
+    """An ensemble's two members with random weights: a seed-format InceptionResnetV1 (``seed.pth``, 160-px
+    crops, sigmoid P(fake)) and a MesoNet ``Meso4_random.h5`` (256-px bicubic crops, sigmoid P(real)):
+    different profiles, output kinds and embeddings."""
+    import torch
+
+    from pipeline.models import build_model, save_checkpoint
+
+    torch.manual_seed(seed)
+    first = save_checkpoint(build_model(), root / "seed.pth")
+    second = root / "Meso4_random.h5"
+    write_mesonet_h5(second, "meso4", seed=seed + 1)
+    return first, second

@@ -65,22 +65,24 @@ def train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _eval_options(args: argparse.Namespace) -> dict[str, object]:
+    """What ``dff eval`` passes to either evaluation, beside the checkpoint(s) and the settings."""
+    return {
+        "real_dirs": list(args.real),
+        "fake_dirs": list(args.fake),
+        "report_dir": args.report,
+        "calibrate": args.calibrate,
+        "target_fpr": args.target_fpr,
+        "threshold": args.threshold,
+        "show_bar": not args.quiet,
+    }
+
+
 def _evaluate_ensemble(args: argparse.Namespace, settings, out: TextIO, err: TextIO) -> int:  # settings: Settings
     """``dff eval A B ...``: pipeline/train/evaluate_ensemble.py."""
     from pipeline.train.evaluate_ensemble import evaluate_ensemble, format_ensemble
 
-    doc = evaluate_ensemble(
-        list(args.checkpoint),
-        list(args.real),
-        list(args.fake),
-        args.report,
-        settings,
-        err,
-        calibrate=args.calibrate,
-        target_fpr=args.target_fpr,
-        threshold=args.threshold,
-        show_bar=not args.quiet,
-    )
+    doc = evaluate_ensemble(list(args.checkpoint), settings=settings, err=err, **_eval_options(args))
     print(format_ensemble(doc), file=out)
     print(f"report: {args.report / 'metrics.json'}", file=out)
     return EXIT_OK
@@ -110,18 +112,7 @@ def evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise ValueError(f"--target-fpr must be in [0, 1), got {args.target_fpr}")
         if len(args.checkpoint) > 1:
             return _evaluate_ensemble(args, settings, out, err)
-        outcome = evaluate(
-            args.checkpoint[0],
-            list(args.real),
-            list(args.fake),
-            args.report,
-            settings,
-            err,
-            calibrate=args.calibrate,
-            target_fpr=args.target_fpr,
-            threshold=args.threshold,
-            show_bar=not args.quiet,
-        )
+        outcome = evaluate(args.checkpoint[0], settings=settings, err=err, **_eval_options(args))
     except (DffError, ValueError) as e:
         print(f"dff eval: {e}", file=err)
         return EXIT_USAGE

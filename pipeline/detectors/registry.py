@@ -129,7 +129,22 @@ def last_linear(module: torch.nn.Module) -> torch.nn.Module:
     return linears[-1]
 
 
-_MESO_FORMAT = "Keras HDF5 weights (the authors' .h5, read with h5py), or this project's torch checkpoint"
+def _mesonet(name: str, paper_name: str, build: Callable[[], torch.nn.Module]) -> DetectorSpec:
+    """The two MesoNets differ only in their first blocks: same format, faces, output and layers."""
+    return DetectorSpec(
+        name=name,
+        architecture=f"{paper_name} (Afchar et al., WIFS 2018)",
+        checkpoint_format="Keras HDF5 weights (the authors' .h5, read with h5py), or this project's torch checkpoint",
+        profile=MESONET_PROFILE,
+        output=Output.SIGMOID_REAL,
+        cam_layer="the fourth conv block",
+        build=build,
+        target_layer=_attr("cam_target"),
+        embedding_layer=_attr("embedding_layer"),
+        logit_layer=last_linear,
+    )
+
+
 DETECTORS: dict[str, DetectorSpec] = {
     spec.name: spec
     for spec in (
@@ -146,30 +161,8 @@ DETECTORS: dict[str, DetectorSpec] = {
             logit_layer=_attr("logits"),
             low_precision_trunk=True,
         ),
-        DetectorSpec(
-            name="mesonet4",
-            architecture="Meso-4 (Afchar et al., WIFS 2018)",
-            checkpoint_format=_MESO_FORMAT,
-            profile=MESONET_PROFILE,
-            output=Output.SIGMOID_REAL,
-            cam_layer="the fourth conv block",
-            build=_meso4,
-            target_layer=_attr("cam_target"),
-            embedding_layer=_attr("embedding_layer"),
-            logit_layer=last_linear,
-        ),
-        DetectorSpec(
-            name="mesoinception4",
-            architecture="MesoInception-4 (Afchar et al., WIFS 2018)",
-            checkpoint_format=_MESO_FORMAT,
-            profile=MESONET_PROFILE,
-            output=Output.SIGMOID_REAL,
-            cam_layer="the fourth conv block",
-            build=_mesoinception4,
-            target_layer=_attr("cam_target"),
-            embedding_layer=_attr("embedding_layer"),
-            logit_layer=last_linear,
-        ),
+        _mesonet("mesonet4", "Meso-4", _meso4),
+        _mesonet("mesoinception4", "MesoInception-4", _mesoinception4),
         DetectorSpec(
             name="sbi-effb4",
             architecture="EfficientNet-B4, 2 classes (Self-Blended Images, Shiohara & Yamasaki, CVPR 2022)",

@@ -150,6 +150,24 @@ def measure(
     return frame, video, (labels, probs), arrays
 
 
+def labelled_files(real_dirs: list[Path], fake_dirs: list[Path]) -> list[tuple[Path, int]]:
+    """Every medium under the folders with its label (REAL or FAKE), real ones first."""
+    return [(p, REAL) for d in real_dirs for p in scan_media(d)] + [(p, FAKE) for d in fake_dirs for p in scan_media(d)]
+
+
+def measured_on(
+    real_dirs: list[Path], fake_dirs: list[Path], files: list[tuple[Path, int]], settings: Settings
+) -> dict[str, Any]:
+    """What a metrics document says it was measured on."""
+    return {
+        "name": data_name(real_dirs + fake_dirs),
+        "real": [str(d) for d in real_dirs],
+        "fake": [str(d) for d in fake_dirs],
+        "files": {"real": sum(label == REAL for _, label in files), "fake": sum(label == FAKE for _, label in files)},
+        "sampling": f"{settings.policy.mode.value}, every {settings.every_s} s, at most {settings.max_frames} frames",
+    }
+
+
 def data_name(dirs: list[Path]) -> str:
     """A short name for the evaluation data: the folders' common parent (``ffpp_dfd_frames`` for
     ``…/ffpp_dfd_frames/real`` and ``…/fake``), else the folder names joined."""
@@ -200,9 +218,7 @@ def evaluate(
     device = pick_device(settings.device)
     model = load_model(checkpoint, device, apply_card=False)  # raw logits: calibration is applied here
     facts = read_card_facts(Path(checkpoint), model.info.sha256)
-    files = [(p, REAL) for d in real_dirs for p in scan_media(d)] + [
-        (p, FAKE) for d in fake_dirs for p in scan_media(d)
-    ]
+    files = labelled_files(real_dirs, fake_dirs)
     with Engine.from_model(model, settings) as engine:  # the service's precision: its numbers, not fp32's
         results, mistakes = run_files(files, engine, settings, worst_per_class, err, show_bar)
 
@@ -227,18 +243,12 @@ def evaluate(
 
     frame, video, (fl, fp), arrays = measure(results, temperature, chosen, settings.min_faces)
     report_dir.mkdir(parents=True, exist_ok=True)
-    measured_on = {
-        "name": data_name(real_dirs + fake_dirs),
-        "real": [str(d) for d in real_dirs],
-        "fake": [str(d) for d in fake_dirs],
-        "files": {"real": sum(label == REAL for _, label in files), "fake": sum(label == FAKE for _, label in files)},
-        "sampling": f"{settings.policy.mode.value}, every {settings.every_s} s, at most {settings.max_frames} frames",
-    }
+    data = measured_on(real_dirs, fake_dirs, files, settings)
     doc: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "sha256": model.info.sha256,
         "model_name": facts.name if facts else Path(checkpoint).stem,
-        "measured_on": measured_on,
+        "measured_on": data,
         "temperature": temperature,
         "threshold": chosen,
         "threshold_source": source,
@@ -274,9 +284,9 @@ def evaluate(
 
     card = card_for(Path(checkpoint), model.info.profile, model.info.sha256)
     if calibration is not None:
-        card["calibration"] = {**calibration.as_dict(), "fitted_on": measured_on}
+        card["calibration"] = {**calibration.as_dict(), "fitted_on": data}
     entry = {
-        "measured_on": measured_on,
+        "measured_on": data,
         "calibrated": temperature != 1.0,
         "temperature": temperature,
         "threshold": chosen,

@@ -22,8 +22,8 @@ from pipeline.config import DEFAULT_THRESHOLD, Settings
 from pipeline.errors import DffError
 from pipeline.run import analyze
 from pipeline.sources import open_media_for
-from pipeline.train.data import FAKE, REAL, scan_media
-from pipeline.train.evaluate import _finite, data_name, score_table
+from pipeline.train.data import FAKE, REAL
+from pipeline.train.evaluate import _finite, labelled_files, measured_on, score_table
 from pipeline.train.metrics import threshold_at_fpr
 from pipeline.types import FrameVerdict
 
@@ -88,18 +88,12 @@ def evaluate_ensemble(
         torch.set_num_threads(settings.torch_threads)
     device = pick_device(settings.device)
     models = [load_model(c, device) for c in checkpoints]  # cards applied: members' calibrated P(fake)
-    files = [(p, REAL) for d in real_dirs for p in scan_media(d)] + [
-        (p, FAKE) for d in fake_dirs for p in scan_media(d)
-    ]
+    files = labelled_files(real_dirs, fake_dirs)
     with Engine.from_members(models, settings, stacking=False) as engine:  # always measure the mean too
         labels, member_probs, mean_probs, errors = frame_samples(files, engine, settings, err, show_bar)
         info, infos = engine.info, engine.detector_infos
     chosen = threshold if threshold is not None else settings.threshold or DEFAULT_THRESHOLD
-    measured_on = {
-        "name": data_name(real_dirs + fake_dirs),
-        "files": {"real": sum(label == REAL for _, label in files), "fake": sum(label == FAKE for _, label in files)},
-        "sampling": f"{settings.policy.mode.value}, every {settings.every_s} s, at most {settings.max_frames} frames",
-    }
+    data = measured_on(real_dirs, fake_dirs, files, settings)
     rows = [
         {"name": d.name, "detector": d.detector, "sha256": d.sha256, **score_table(labels, member_probs[:, i], chosen)}
         for i, d in enumerate(infos)
@@ -108,7 +102,7 @@ def evaluate_ensemble(
     doc: dict[str, Any] = {
         "ensemble": info.name,
         "sha256": info.sha256,
-        "measured_on": measured_on,
+        "measured_on": data,
         "threshold": chosen,
         "rows": rows,
         "errors": errors,
@@ -120,7 +114,7 @@ def evaluate_ensemble(
         stacking = fit_stacking(member_probs, labels)
         stacked = stacking.fuse(member_probs)
         fitted_threshold = float(np.clip(threshold_at_fpr(labels, stacked, target_fpr), 1e-6, 1 - 1e-6))
-        stacking = dataclasses.replace(stacking, threshold=fitted_threshold, fitted_on=measured_on["name"])
+        stacking = dataclasses.replace(stacking, threshold=fitted_threshold, fitted_on=data["name"])
         rows.append(
             {
                 "name": "ensemble: stacking (in-sample)",
@@ -129,9 +123,7 @@ def evaluate_ensemble(
                 **score_table(labels, stacked, fitted_threshold),
             }
         )
-        path = write_stacking(
-            settings.resolved_models_dir, info, infos, stacking, {**measured_on, "target_fpr": target_fpr}
-        )
+        path = write_stacking(settings.resolved_models_dir, info, infos, stacking, {**data, "target_fpr": target_fpr})
         doc["card"] = str(path)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "metrics.json").write_text(json.dumps(_finite(doc), indent=2) + "\n", encoding="utf-8")

@@ -17,25 +17,18 @@ from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.ensemble import FUSION_MEAN
 from pipeline.errors import ConfigError
-from pipeline.models import build_model, load_model, save_checkpoint
+from pipeline.models import load_model
 from pipeline.report import report_from_dict, report_to_csv, report_to_dict
 from pipeline.run import analyze
 from pipeline.sources import open_media_for
 from pipeline.types import Report, SampleMode
 from tests.media import face_scene, moving_faces_clip
-from tests.mesonet_h5 import write_mesonet_h5
+from tests.mesonet_h5 import two_detectors
 
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory) -> tuple[Path, Path]:
-    """A seed-format InceptionResnetV1 (160-px crops) and a MesoNet .h5 (256-px crops, bicubic): two
-    detectors with different profiles, output kinds and embeddings."""
-    root = tmp_path_factory.mktemp("members")
-    torch.manual_seed(1)
-    seed = save_checkpoint(build_model(), root / "seed.pth")
-    meso = root / "Meso4_random.h5"
-    write_mesonet_h5(meso, "meso4", seed=2)
-    return seed, meso
+    return two_detectors(tmp_path_factory.mktemp("members"), seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,20 @@ def wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.005)
 
 
+def scores_once_stepping(
+    entered: threading.Event, stepping: int, *, frame_index: int, n: int
+) -> Callable[[SharedBatches], list[FaceScore]]:
+    """The first job's step: says it holds the turn (``entered``), waits until ``stepping`` threads are in
+    ``step()`` (the others queue for the turn it holds), then scores ``n`` faces of ``frame_index``."""
+
+    def body(s: SharedBatches) -> list[FaceScore]:
+        entered.set()
+        wait_until(lambda: s.stepping == stepping)
+        return s.score(*faces(frame_index, n))
+
+    return body
+
+
 def scores_for(frame_index: int, n: int) -> Callable[[SharedBatches], list[FaceScore]]:
     return lambda shared: shared.score(*faces(frame_index, n))
 
@@ -83,10 +97,7 @@ def test_jobs_stepping_together_share_one_call_and_each_gets_its_own_faces() -> 
     jobs = Jobs(shared)
     entered = threading.Event()
 
-    def first(s: SharedBatches) -> list[FaceScore]:
-        entered.set()
-        wait_until(lambda: s.stepping == 3)  # the others are in step(), waiting for the turn this one holds
-        return s.score(*faces(1, 2))
+    first = scores_once_stepping(entered, 3, frame_index=1, n=2)
 
     jobs.start("a", first)
     entered.wait(JOIN_S)
@@ -119,10 +130,7 @@ def test_a_request_taken_by_another_leader_waits_for_its_results_through_any_wak
     jobs = Jobs(shared)
     entered = threading.Event()
 
-    def first(s: SharedBatches) -> list[FaceScore]:
-        entered.set()
-        wait_until(lambda: s.stepping == 3)
-        return s.score(*faces(1, 2))
+    first = scores_once_stepping(entered, 3, frame_index=1, n=2)
 
     jobs.start("a", first)
     entered.wait(JOIN_S)
@@ -140,10 +148,7 @@ def test_requests_are_never_split_and_a_call_holds_at_most_max_faces() -> None:
     jobs = Jobs(shared)
     entered = threading.Event()
 
-    def first(s: SharedBatches) -> list[FaceScore]:
-        entered.set()
-        wait_until(lambda: s.stepping == 3)
-        return s.score(*faces(1, 2))
+    first = scores_once_stepping(entered, 3, frame_index=1, n=2)
 
     jobs.start("a", first)
     entered.wait(JOIN_S)
@@ -181,10 +186,7 @@ def test_the_oldest_request_queues_for_the_turn_once_it_has_waited_gather_s() ->
     holding = threading.Event()
     release = threading.Event()
 
-    def first(s: SharedBatches) -> list[FaceScore]:
-        entered.set()
-        wait_until(lambda: s.stepping == 2)
-        return s.score(*faces(1, 2))
+    first = scores_once_stepping(entered, 2, frame_index=1, n=2)
 
     def decoding_then_scoring() -> None:
         with shared.step():
@@ -218,10 +220,7 @@ def test_a_failing_shared_call_is_retried_per_request_so_only_its_job_fails() ->
     jobs = Jobs(shared)
     entered = threading.Event()
 
-    def first(s: SharedBatches) -> list[FaceScore]:
-        entered.set()
-        wait_until(lambda: s.stepping == 2)
-        return s.score(*faces(1, 2))
+    first = scores_once_stepping(entered, 2, frame_index=1, n=2)
 
     jobs.start("good", first)
     entered.wait(JOIN_S)

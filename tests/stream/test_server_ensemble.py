@@ -7,22 +7,18 @@ import base64
 import csv
 import io
 
-import torch
 from PIL import Image
 
-from pipeline.models import build_model, save_checkpoint
 from stream import protocol as p
 from tests.media import face_scene
-from tests.mesonet_h5 import write_mesonet_h5
+from tests.mesonet_h5 import two_detectors
 from tests.servers import serving
 from tests.stream.conftest import analyze_sync, get_json, http, make_settings
 
 
 def test_the_server_streams_every_detectors_score_and_overlay(tmp_path) -> None:
-    torch.manual_seed(4)
-    seed = save_checkpoint(build_model(), tmp_path / "models" / "seed.pth")
-    meso = tmp_path / "models" / "Meso4_random.h5"
-    write_mesonet_h5(meso, "meso4", seed=5)
+    (tmp_path / "models").mkdir()
+    seed, meso = two_detectors(tmp_path / "models", seed=4)
     photo = tmp_path / "two.png"
     Image.fromarray(face_scene(640, 480, [(120, 200, 150), (420, 200, 150)])).save(photo)
     settings = make_settings(tmp_path, tmp_path / "models", ensemble=(seed, meso))

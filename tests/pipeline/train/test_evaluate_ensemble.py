@@ -14,8 +14,8 @@ from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.ensemble import ENSEMBLE_CARD_SCHEMA, ensemble_card_path, ensemble_info, fit_stacking
 from pipeline.errors import CheckpointError
-from pipeline.models import build_model, load_model, save_checkpoint
-from tests.mesonet_h5 import write_mesonet_h5
+from pipeline.models import load_model
+from tests.mesonet_h5 import two_detectors
 from tests.pipeline.train.conftest import write_real_photos
 from tests.pipeline.train.test_commands import _run, _write_fakes
 
@@ -37,12 +37,7 @@ def test_fit_stacking_recovers_weights_that_generated_the_labels() -> None:
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("members")
-    torch.manual_seed(7)
-    seed = save_checkpoint(build_model(), root / "seed.pth")
-    meso = root / "Meso4_random.h5"
-    write_mesonet_h5(meso, "meso4", seed=8)
-    return seed, meso
+    return two_detectors(tmp_path_factory.mktemp("members"), seed=7)
 
 
 def test_dff_eval_of_two_checkpoints_prints_a_row_per_detector_and_stores_stacking(members, tmp_path, monkeypatch):
