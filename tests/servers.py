@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -142,3 +143,18 @@ def server_process(env: dict[str, str], port: int, script: str = SERVE_SCRIPT) -
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+def bound_port(proc: subprocess.Popen[str], timeout_s: float = 120.0) -> tuple[int, list[str]]:
+    """The port a ``dff serve`` process started with ``DFF_PORT=0`` bound, read from its stderr (text
+    mode), and the stderr lines read so far; fails the test if it exits or says nothing in time."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        assert line, "dff serve exited early:\n" + "".join(lines)
+        lines.append(line)
+        found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+        if found:
+            return int(found.group(1)), lines
+    raise AssertionError(f"dff serve bound no port in {timeout_s:g} s:\n" + "".join(lines))

@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from stream import protocol as p
 from stream.state import JobState
 from tests.livemedia import LiveClip, TsHttpServer
 from tests.raycluster import LocalCluster, close_to, local_cluster
-from tests.servers import SERVE_SCRIPT, Served, serving
+from tests.servers import SERVE_SCRIPT, Served, bound_port, serving
 from tests.stream.conftest import analyze_sync, collect, get_json, http, make_settings, wait_for
 from tests.stream.test_live_server import watch_session
 from ui.client import analyze_file
@@ -329,13 +328,7 @@ def test_the_server_on_a_ray_of_its_own_starts_it_and_shuts_it_down_on_sigterm()
     script = SERVE_SCRIPT.replace("log_level='warning'", "log_level='info'")  # `dff serve` without the page
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
     try:
-        lines, port, deadline = [], None, time.monotonic() + 120
-        while port is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line, "dff serve exited early:\n" + "".join(lines)
-            lines.append(line)
-            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
-            port = int(found.group(1)) if found else None
+        port, lines = bound_port(proc)
         status, body = get_json(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and [w["state"] for w in body["workers"]] == ["alive"], body
         assert _ray_processes(ray_tmp), "no Ray processes of its own"

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from websockets.asyncio.client import connect
@@ -20,6 +18,7 @@ from pipeline.models import build_model, file_sha256, save_checkpoint
 from stream import protocol as p
 from stream.auth import WS_SUBPROTOCOL, bearer_subprotocol
 from stream.store import Store
+from tests.servers import bound_port
 from tests.stream.conftest import analyze_sync, get_json, http, make_settings, serving, stable
 from ui.client import ClientError, analyze_file, attach
 
@@ -217,13 +216,7 @@ def test_dff_serve_runs_and_stops_on_sigterm(tmp_path, models_dir):
     ]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
-        lines, port, deadline = [], None, time.monotonic() + 120
-        while port is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line, "dff serve exited early:\n" + "".join(lines)
-            lines.append(line)
-            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
-            port = int(found.group(1)) if found else None
+        port, lines = bound_port(proc)
         status, health = get_json(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and health["status"] == "ok" and health["model"]["name"] == "random.pth"
         proc.send_signal(signal.SIGTERM)
