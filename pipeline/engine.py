@@ -58,34 +58,25 @@ class Engine:
     def from_model(cls, model: LoadedModel, settings: Settings) -> Engine:
         """An engine around an already loaded model: MTCNN and the classifier at ``settings.precision``
         (``info.precision`` says which dtype the trunk runs in)."""
-        device = torch.device(model.info.device)
-        dtype = pick_precision(settings.precision, device)
-        if not registry.detector(model.info.detector).low_precision_trunk:
-            dtype = torch.float32  # only the seed's trunk has a low-precision copy (pipeline/classify.py)
-        model = dataclasses.replace(model, info=dataclasses.replace(model.info, precision=PRECISION_NAMES[dtype]))
-        detector = FaceDetector(
-            device,
-            min_face_px=settings.min_face_px,
-            prob_floor=settings.detect_prob_floor,
-            max_side_px=settings.detect_max_side_px,
-        )
-        return cls(model=model, detector=detector, classifier=FaceClassifier(model, trunk_dtype=dtype))
+        model, classifier = _classifier(model, settings)
+        return cls(model=model, detector=_face_detector(model, settings), classifier=classifier)
 
     @classmethod
     def from_members(cls, members: Sequence[LoadedModel], settings: Settings, *, stacking: bool = True) -> Engine:
         """An ensemble engine (pipeline/ensemble.py) around >= 2 loaded detectors on one device; its
         fusion is the stacking of its card in the models directory when there is one (and ``stacking``)."""
-        engines = [cls.from_model(m, settings) for m in members]  # each member at its own precision
-        infos = tuple(e.model.info for e in engines)
+        opened = [_classifier(m, settings) for m in members]  # each member at its own precision
+        models, classifiers = tuple(m for m, _ in opened), tuple(c for _, c in opened)
+        infos = tuple(m.info for m in models)
         info = ensemble_info(infos, members[0].info.device)
         fitted = read_stacking(settings.resolved_models_dir, info) if stacking else None
         if fitted is not None and len(fitted.weights) != len(members):
             raise CheckpointError(f"the ensemble card has {len(fitted.weights)} weights for {len(members)} members")
         if fitted is not None:
             info = dataclasses.replace(info, calibrated_threshold=fitted.threshold, card_summary=fitted.describe())
-        ensemble = Ensemble(tuple(e.model for e in engines), tuple(e.classifier for e in engines), fitted)
-        first = engines[0]
-        return cls(LoadedModel(first.model.module, info), first.detector, first.classifier, ensemble=ensemble)
+        ensemble = Ensemble(models, classifiers, fitted)
+        detector = _face_detector(models[0], settings)  # one MTCNN finds the faces every member scores
+        return cls(LoadedModel(models[0].module, info), detector, classifiers[0], ensemble=ensemble)
 
     @property
     def info(self) -> ModelInfo:
@@ -119,8 +110,9 @@ class Engine:
 
     def close(self) -> None:
         if self.ensemble is not None:
-            self.ensemble.close()
-        self.classifier.close()
+            self.ensemble.close()  # its first classifier is ``classifier``
+        else:
+            self.classifier.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -129,3 +121,24 @@ class Engine:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _classifier(model: LoadedModel, settings: Settings) -> tuple[LoadedModel, FaceClassifier]:
+    """The classifier of ``model`` at ``settings.precision`` (fp32 unless the detector has a low-precision
+    trunk), and the model with ``info.precision`` saying which dtype its trunk runs in."""
+    device = torch.device(model.info.device)
+    dtype = pick_precision(settings.precision, device)
+    if not registry.detector(model.info.detector).low_precision_trunk:
+        dtype = torch.float32  # only the seed's trunk has a low-precision copy (pipeline/classify.py)
+    model = dataclasses.replace(model, info=dataclasses.replace(model.info, precision=PRECISION_NAMES[dtype]))
+    return model, FaceClassifier(model, trunk_dtype=dtype)
+
+
+def _face_detector(model: LoadedModel, settings: Settings) -> FaceDetector:
+    """MTCNN on ``model``'s device, with the settings' detection limits."""
+    return FaceDetector(
+        torch.device(model.info.device),
+        min_face_px=settings.min_face_px,
+        prob_floor=settings.detect_prob_floor,
+        max_side_px=settings.detect_max_side_px,
+    )
