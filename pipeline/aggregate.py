@@ -390,4 +390,5 @@ def build_report(
         threshold_source=start.threshold_source,
         rejected=tuple(rejected),
         n_rejected=len(rejected) if n_rejected is None else n_rejected,
+        provenance=start.provenance,
     )

@@ -120,10 +120,17 @@ class Settings:
     ray_shared_batches: str = "auto"
     ray_gather_ms: float = 150.0  # how long a job's faces may wait for other jobs' (pipeline/batching.py S2)
     database_url: str | None = None  # None = SQLite under data_dir; "postgresql://user@host/db" = PostgreSQL
+    # provenance (pipeline/provenance): a PEM file of C2PA trust anchors; None = no signer is trusted, so a
+    # good signature reads "untrusted" (the C2PA trust list is not bundled, and is never fetched)
+    c2pa_trust_anchors: Path | None = None
 
     def __post_init__(self) -> None:
         checks = [
             (self.every_s > 0, f"every_s must be > 0, got {self.every_s}"),
+            (
+                self.c2pa_trust_anchors is None or self.c2pa_trust_anchors.is_file(),
+                f"c2pa_trust_anchors {self.c2pa_trust_anchors} is not a file (a PEM bundle of CA certificates)",
+            ),
             (self.sample_count >= 1, f"sample_count must be >= 1, got {self.sample_count}"),
             (self.max_frames is None or self.max_frames >= 1, f"max_frames must be >= 1, got {self.max_frames}"),
             (self.max_duration_s > 0, f"max_duration_s must be > 0, got {self.max_duration_s}"),
@@ -227,6 +234,15 @@ class Settings:
             gone_s=self.live_gone_s,
             max_pixels=self.max_image_pixels,
         )
+
+    def trust_anchors_pem(self) -> str | None:
+        """The C2PA trust anchors' PEM text, or None; ConfigError if the file cannot be read as text."""
+        if self.c2pa_trust_anchors is None:
+            return None
+        try:
+            return self.c2pa_trust_anchors.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"c2pa_trust_anchors {self.c2pa_trust_anchors}: {err}") from None
 
     @property
     def policy(self) -> SamplingPolicy:

@@ -9,6 +9,7 @@ import json
 from enum import Enum
 from typing import Any
 
+from pipeline.provenance.records import provenance_from_dict, provenance_to_dict
 from pipeline.session_types import EndReason, LiveSession, LiveStats
 from pipeline.types import (
     FaceRow,
@@ -43,6 +44,7 @@ CSV_COLUMNS = (
     "detector_prob",
     "fake_prob",
     "frame_score",
+    "provenance",  # the file's provenance summary line (the same on every row), empty where none was read
 )
 
 
@@ -60,6 +62,7 @@ def _plain(value: Any) -> Any:
 def report_to_dict(report: Report) -> dict[str, Any]:
     """The report as plain JSON types, with ``schema`` first and a few derived summary fields."""
     body = _plain(report)
+    body["provenance"] = None if report.provenance is None else provenance_to_dict(report.provenance)
     return {
         "schema": SCHEMA,
         **body,
@@ -145,6 +148,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             fusion=data.get("fusion"),
             rejected=rejected,
             n_rejected=data.get("n_rejected", len(rejected)),
+            provenance=None if data.get("provenance") is None else provenance_from_dict(data["provenance"]),
         )
     except (KeyError, TypeError) as err:
         raise ValueError(f"malformed {SCHEMA} report: {err}") from err
@@ -196,6 +200,7 @@ def report_to_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS + tuple(f"fake_prob:{d.name}" for d in report.detectors))
+    provenance = "" if report.provenance is None else report.provenance.summary
     for frame in report.frames:
         for face in frame.faces:
             x1, y1, x2, y2 = face.xyxy
@@ -213,6 +218,7 @@ def report_to_csv(report: Report) -> str:
                     f"{face.detector_prob:.4f}",
                     f"{face.fake_prob:.6f}",
                     f"{frame.score:.6f}" if frame.score is not None else "",
+                    provenance,
                     *(f"{p:.6f}" for p in face.detector_probs),
                 ]
             )

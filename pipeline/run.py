@@ -147,6 +147,7 @@ def analyze(
         threshold_source,
         inconclusive_band=settings.inconclusive_band,
         detectors=engine.detector_infos,
+        provenance=source.provenance,
     )
     yield start
 

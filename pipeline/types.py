@@ -12,6 +12,7 @@ from enum import Enum
 
 import numpy as np
 
+from pipeline.provenance.records import Provenance
 from pipeline.session_types import LiveSession
 
 
@@ -425,6 +426,7 @@ class AnalysisStart:
     threshold_source: str = "default"  # "request" | "settings" | "model card" | "default"
     inconclusive_band: float = 0.05  # Settings.inconclusive_band: |score - threshold| < band is INCONCLUSIVE
     detectors: tuple[ModelInfo, ...] = ()  # an ensemble's detectors (``model`` names the ensemble); else empty
+    provenance: Provenance | None = None  # what the file says about itself (Source.provenance); None: no file
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +455,8 @@ class Report:
     # ``n_rejected``
     rejected: tuple[RejectedFace, ...] = ()
     n_rejected: int = 0
+    # C2PA, EXIF/XMP and container tags: evidence beside the verdict, never part of ``score``; None: no file
+    provenance: Provenance | None = None
 
     def __post_init__(self) -> None:
         if self.score is None and self.label not in (Label.NO_FACE, Label.INCONCLUSIVE):

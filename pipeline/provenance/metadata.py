@@ -9,7 +9,7 @@ Read (``read_metadata``):
 - **XMP** (photos and videos): the first ``<x:xmpmeta>`` packet in the first ``XMP_SCAN_BYTES`` of the file,
   at most ``XMP_MAX_BYTES`` long, parsed with the standard library (expat >= 2.4 refuses entity bombs):
   IPTC ``Iptc4xmpExt:DigitalSourceType`` and ``xmp:CreatorTool``.
-- **Container tags** (videos, via PyAV): the format's and each stream's tags (``encoder``,
+- **Container tags** (videos, from the caller's open PyAV container): the format's and each stream's tags (``encoder``,
   ``creation_time``, ``handler_name``, ``com.apple.*``, ``com.android.*``, ...), at most ``MAX_TAGS``.
 
 A section that cannot be read (malformed, too large) is reported in ``Metadata.errors`` with its reason;
@@ -27,8 +27,14 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pipeline.provenance.records import GENERATED_SOURCE_TYPES, Flag, Metadata, SectionError, Tag
+
+if TYPE_CHECKING:
+    import av.container
 
 XMP_SCAN_BYTES = 8 * 1024 * 1024  # where an XMP packet is looked for (photos keep it near the start)
 XMP_MAX_BYTES = 1024 * 1024  # a larger packet is refused as hostile, not parsed
@@ -43,12 +49,6 @@ _NS = {
 }
 _EXIF_TAGS = {271: "Make", 272: "Model", 274: "Orientation", 305: "Software", 306: "DateTime"}
 _EXIF_IFD, _DATETIME_ORIGINAL = 0x8769, 36867
-GENERATED_SOURCE_TYPES = (
-    "trainedAlgorithmicMedia",
-    "compositeWithTrainedAlgorithmicMedia",
-    "algorithmicMedia",
-    "compositeSynthetic",
-)
 _EDITORS = re.compile(
     r"photoshop|lightroom|gimp|affinity|pixelmator|snapseed|facetune|firefly|dall[-·\s]?e|midjourney|"
     r"stable ?diffusion|comfyui|automatic1111|imagen|gemini|chatgpt|openai|faceapp|deepfacelab|faceswap",
@@ -56,37 +56,6 @@ _EDITORS = re.compile(
 )
 _DESKTOP_ENCODERS = re.compile(r"\blavf|handbrake|ffmpeg|premiere|davinci|final cut|x264|x265", re.IGNORECASE)
 _PHONE_MAKES = re.compile(r"apple|samsung|google|huawei|xiaomi|oneplus|oppo|vivo|motorola|sony|nokia", re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True)
-class Tag:
-    """One metadata value and where it was read: ``source`` is ``exif``, ``xmp``, ``container`` or
-    ``stream:<index>``."""
-
-    source: str
-    key: str
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class Flag:
-    """An inconsistency worth a person's look (codes in the module docstring), with the tags behind it."""
-
-    code: str
-    message: str
-    evidence: tuple[Tag, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Metadata:
-    """Every tag read, the flags, and per section (``exif``, ``xmp``, ``container``) why it could not be read."""
-
-    tags: tuple[Tag, ...]
-    flags: tuple[Flag, ...]
-    errors: tuple[tuple[str, str], ...] = ()
-
-    def get(self, source: str, key: str) -> str | None:
-        return next((t.value for t in self.tags if t.source == source and t.key == key), None)
 
 
 def _clip(value: object) -> str:
@@ -97,7 +66,11 @@ def _clip(value: object) -> str:
 def _exif(path: Path) -> list[Tag]:
     from PIL import Image
 
-    with Image.open(path) as image:
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as err:  # not an OSError; open_media's caps refuse these first
+        raise ValueError(str(err)) from None
+    with image:
         exif = image.getexif()
         tags = [Tag("exif", name, _clip(exif[code])) for code, name in _EXIF_TAGS.items() if code in exif]
         original = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL)
@@ -133,17 +106,12 @@ def _xmp(path: Path) -> list[Tag]:
     return tags
 
 
-def _container(path: Path) -> list[Tag]:
-    import av
-
-    tags: list[Tag] = []
-    try:
-        with av.open(str(path)) as container:
-            tags += [Tag("container", k, _clip(v)) for k, v in container.metadata.items()]
-            for stream in container.streams:
-                tags += [Tag(f"stream:{stream.index}", k, _clip(v)) for k, v in stream.metadata.items()]
-    except av.error.FFmpegError as err:  # not all of PyAV's errors are OSError/ValueError
-        raise ValueError(str(err)) from None
+def _container(container: av.container.InputContainer) -> list[Tag]:
+    """The format's and each stream's tags, from the container the caller opened (with the demuxer
+    allow-list of pipeline/sources/probe.py: this module never opens media itself)."""
+    tags = [Tag("container", k, _clip(v)) for k, v in container.metadata.items()]
+    for stream in container.streams:
+        tags += [Tag(f"stream:{stream.index}", k, _clip(v)) for k, v in stream.metadata.items()]
     return tags[:MAX_TAGS]
 
 
@@ -188,15 +156,20 @@ def _flags(tags: list[Tag]) -> list[Flag]:
     return flags
 
 
-def read_metadata(path: Path, *, is_image: bool) -> Metadata:
-    """EXIF and XMP of a photo, XMP and container tags of a video; never raises for what the file holds
-    (each unreadable section is in ``errors``)."""
-    readers = [("exif", _exif), ("xmp", _xmp)] if is_image else [("xmp", _xmp), ("container", _container)]
+def read_metadata(path: Path, *, is_image: bool, container: av.container.InputContainer | None = None) -> Metadata:
+    """EXIF and XMP of a photo, XMP and container tags of a video (from ``container``, the caller's open
+    container of ``path``; without one there are no container tags). Never raises for what the file
+    holds: each unreadable section is in ``errors``."""
+    readers: list[tuple[str, Callable[[], list[Tag]]]] = [("xmp", lambda: _xmp(Path(path)))]
+    if is_image:
+        readers.insert(0, ("exif", lambda: _exif(Path(path))))
+    elif container is not None:
+        readers.append(("container", lambda: _container(container)))
     tags: list[Tag] = []
-    errors: list[tuple[str, str]] = []
+    errors: list[SectionError] = []
     for section, reader in readers:
         try:
-            tags += reader(Path(path))
-        except (OSError, ValueError, ET.ParseError, RecursionError, KeyError, TypeError) as err:
-            errors.append((section, f"{type(err).__name__}: {_clip(err)}"))
+            tags += reader()
+        except (OSError, ValueError, ET.ParseError, RecursionError, KeyError, TypeError, UnicodeError) as err:
+            errors.append(SectionError(section, f"{type(err).__name__}: {_clip(err)}"))
     return Metadata(tuple(tags), tuple(_flags(tags)), tuple(errors))

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from pipeline.live_types import LiveStats, SourceNotice
+from pipeline.provenance.records import Provenance
 from pipeline.types import Frame, MediaInfo, SamplingPolicy
 
 
@@ -23,11 +24,13 @@ class Source(Protocol):
     ``info``: the media facts (a file's size and SHA-256; None where the source has no file).
     ``policy``: the sampling the source applies (the report records it).
     ``planned_frames``: how many frames ``frames()`` will yield when that is known, else None.
+    ``provenance``: what the file says about itself (read at open); None where there is no file.
     """
 
     info: MediaInfo
     policy: SamplingPolicy
     planned_frames: int | None
+    provenance: Provenance | None = None
 
     def frames(self) -> Iterator[Frame]:
         """The sampled frames in increasing ``index`` (H×W×3 uint8 RGB, rotation applied); once only."""

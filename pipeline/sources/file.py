@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import av
 
 from pipeline.errors import UnsupportedMedia
+from pipeline.provenance import read_provenance
 from pipeline.sources.base import Source
 from pipeline.sources.probe import check_file, file_sha256, is_still, open_container
 from pipeline.sources.still import open_still
@@ -27,10 +28,13 @@ def open_media(
     *,
     max_duration_s: float = MAX_DURATION_S,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
+    trust_anchors_pem: str | None = None,
 ) -> Source:
     """Open a video or image file for sampling (a still or a video source; close it, or use ``with``).
 
-    Raises a MediaError subclass naming the file on bad input, before any frame is handed out.
+    Raises a MediaError subclass naming the file on bad input, before any frame is handed out. The
+    source's ``provenance`` is read here, from the checked file and its allow-listed container
+    (``trust_anchors_pem``: the C2PA anchors to trust, see Settings.c2pa_trust_anchors).
     """
     path = Path(path)
     name = path.name
@@ -50,12 +54,21 @@ def open_media(
         facts = dict(name=name, size_bytes=size, sha256=sha, container=fmt, codec=codec, kind=MediaKind.FILE)
         # the decoder itself refuses frames over the cap, whatever the header said (av applies these at open)
         stream.codec_context.options = {**stream.codec_context.options, "max_pixels": str(max_image_pixels)}
+        provenance = read_provenance(
+            path, is_image=is_still(fmt), container=container, trust_anchors_pem=trust_anchors_pem
+        )
+        source: Source
         if is_still(fmt):
             try:
-                return open_still(path, container, stream, facts, policy, max_image_pixels)
+                source = open_still(path, container, stream, facts, policy, max_image_pixels)
             finally:
                 container.close()  # the still's pixels are decoded: nothing more to read
-        return VideoSource(container, stream, facts, policy, max_duration_s=max_duration_s, max_pixels=max_image_pixels)
+        else:
+            source = VideoSource(
+                container, stream, facts, policy, max_duration_s=max_duration_s, max_pixels=max_image_pixels
+            )
+        source.provenance = provenance
+        return source
     except BaseException:
         container.close()
         raise
@@ -68,4 +81,5 @@ def open_media_for(path: str | Path, settings: Settings, policy: SamplingPolicy 
         policy or settings.policy,
         max_duration_s=settings.max_duration_s,
         max_image_pixels=settings.max_image_pixels,
+        trust_anchors_pem=settings.trust_anchors_pem(),
     )

@@ -95,9 +95,9 @@ def open_still(
     im = _open_pil(path, max_pixels)
     if im is not None and im.format in _PIL_STILLS:
         with im:
-            rotation = EXIF_ROTATION.get(int(im.getexif().get(0x0112, 1) or 1), 0)
             width, height = im.size
-            image = _decode_pil(im, name)
+            image = _decode_pil(im, name)  # first: a PNG's getexif() decodes it, raising on damaged data
+            rotation = EXIF_ROTATION.get(int(im.getexif().get(0x0112, 1) or 1), 0)
     else:
         if im is not None:
             im.close()
