@@ -23,6 +23,7 @@ from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.errors import DffError, NoModel
 from pipeline.overlay import overlay_jpeg
+from pipeline.provenance.records import Provenance, provenance_to_dict
 from pipeline.run import analyze
 from pipeline.sources import open_media_for
 from pipeline.types import (
@@ -113,7 +114,13 @@ def accepted_message(job_id: str, start: AnalysisStart, request: JobRequest) -> 
         inconclusive_band=start.inconclusive_band,
         overlays=request.overlays,
         model=model_summary(start.model, start.detectors),
+        provenance=wire_provenance(start.provenance),
     )
+
+
+def wire_provenance(provenance: Provenance | None) -> p.Provenance | None:
+    """The pipeline's provenance record as the protocol's (the same JSON, checked on the way)."""
+    return None if provenance is None else p.Provenance.from_json(provenance_to_dict(provenance), "provenance")
 
 
 def job_program(

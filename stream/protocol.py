@@ -42,6 +42,20 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from stream.protocol_live import LiveStatus, Notice, NoticeKind, Options, Person, Push, Stop, Watch  # noqa: F401
+from stream.provenance import (  # noqa: F401  (clients import stream.protocol only)
+    PROVENANCE_SCHEMA,
+    C2paAction,
+    C2paIngredient,
+    C2paManifest,
+    C2paResult,
+    C2paStateName,
+    C2paStatus,
+    MetadataFlag,
+    MetadataTag,
+    Provenance,
+    ProvenanceMetadata,
+    SectionError,
+)
 from stream.records import MessageRecord, ProtocolError, Record, constrained, json_type, record_schema
 from stream.reports import (  # noqa: F401  (clients import stream.protocol only)
     JOB_ID_PATTERN,
@@ -232,6 +246,9 @@ class Accepted(_Message):
     threshold_source: ThresholdSource = "settings"  # where the threshold came from; "model card" = calibrated
     # |score - threshold| < band is INCONCLUSIVE (Settings.inconclusive_band); 0.05 before the field
     inconclusive_band: float = constrained(0.05, minimum=0, exclusiveMaximum=0.5)
+    # what the file says about itself (C2PA, EXIF/XMP, container tags), known before the first frame;
+    # null for a live source. Evidence beside the verdict, never part of it.
+    provenance: Provenance | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +336,16 @@ _RECORDS: tuple[type[Record], ...] = (
     Segment,
     Timings,
     Summary,
+    C2paAction,
+    C2paIngredient,
+    C2paStatus,
+    C2paManifest,
+    C2paResult,
+    MetadataTag,
+    MetadataFlag,
+    SectionError,
+    ProvenanceMetadata,
+    Provenance,
     Report,
     StoredFrames,
     JobModel,

@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
+from stream.provenance import Provenance
 from stream.records import ProtocolError, Record, constrained
 
 REPORT_SCHEMA = "dff.report/1"  # the report format pipeline/report.py writes (a test keeps them equal)
@@ -247,6 +248,7 @@ class Report(Record):
     # detections the face gates refused, in frame order: the first 200 of ``n_rejected``
     rejected: tuple[RejectedFace, ...] = ()
     n_rejected: int = constrained(0, minimum=0)
+    provenance: Provenance | None = None  # what the file says about itself; null for a live source and old reports
 
     def __post_init__(self) -> None:
         Record.__post_init__(self)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.provenance.records import GENERATED_SOURCE_TYPES, Flag, Metadata, SectionError, Tag
@@ -47,6 +47,7 @@ _NS = {
     "iptc": "http://iptc.org/std/Iptc4xmpExt/2008-02-29/",
     "xmp": "http://ns.adobe.com/xap/1.0/",
 }
+FLAG_CODES = ("generator_source_type", "editor_software", "modified_before_taken", "phone_with_desktop_encoder")
 _EXIF_TAGS = {271: "Make", 272: "Model", 274: "Orientation", 305: "Software", 306: "DateTime"}
 _EXIF_IFD, _DATETIME_ORIGINAL = 0x8769, 36867
 _EDITORS = re.compile(

@@ -136,7 +136,8 @@ class C2pa:
 
     def __post_init__(self) -> None:
         if (self.manifest is None) != (self.state in (C2paState.ABSENT, C2paState.UNREADABLE)):
-            raise ValueError(f"a {self.state.value} C2PA result {'needs' if self.manifest is None else 'has no'} manifest")
+            need = "needs" if self.manifest is None else "has no"
+            raise ValueError(f"a {self.state.value} C2PA result {need} manifest")
         if (self.error is not None) != (self.state is C2paState.UNREADABLE):
             raise ValueError("an unreadable C2PA result, and only that one, carries an error")
 

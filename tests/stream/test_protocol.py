@@ -8,6 +8,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import typing
 
 import pytest
 
@@ -44,6 +45,38 @@ REPORT = p.Report(
     threshold_source="model card",
 )
 
+TAG = p.MetadataTag(
+    "xmp", "DigitalSourceType", "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+)
+PROVENANCE = p.Provenance(
+    "dff.provenance/1",
+    "C2PA INVALID (assertion.dataHash.mismatch): signed by Signer (Org), changed or forged since",
+    True,
+    p.C2paResult(
+        "invalid",
+        p.C2paManifest(
+            "urn:c2pa:1",
+            "dff-test 1.0",
+            "t.jpg",
+            "Signer",
+            "Org",
+            None,
+            "Es256",
+            (p.C2paAction("c2pa.created", TAG.value, "Gen 2", None),),
+            (p.C2paIngredient("parent.jpg", "parentOf", "image/jpeg"),),
+        ),
+        (p.C2paStatus("assertion.dataHash.mismatch", "hashes do not match"),),
+        1,
+    ),
+    p.ProvenanceMetadata((TAG,), (p.MetadataFlag("generator_source_type", "made by an algorithm", (TAG,)),), ()),
+)
+UNSIGNED = p.Provenance(
+    "dff.provenance/1",
+    "no C2PA manifest",
+    True,
+    p.C2paResult("absent", None),
+    p.ProvenanceMetadata((), (), (p.SectionError("xmp", "ValueError: too big"),)),
+)
 MESSAGES = [
     p.Start(name="clip.mp4", size_bytes=1234),
     p.Start(name="a b/ç.mov", size_bytes=0, options=p.Options("count", None, 8, 100, "mean", 0.4, True)),
@@ -54,6 +87,7 @@ MESSAGES = [
     p.Progress(JOB, "queued", 0, None, 2),
     p.Progress(JOB, "analyzing", 0, 60),
     p.Accepted(JOB, MEDIA, 60, p.Policy("every_s", 1.0, 16, 300), "per_person", 0.5, True, MODEL),
+    p.Accepted(JOB, MEDIA, 1, p.Policy("every_s", 1.0, 16, 300), "mean", 0.5, True, MODEL, provenance=PROVENANCE),
     p.Accepted(JOB, MEDIA, 60, p.Policy("count", 1.0, 8, 8), "mean", 0.7, True, MODEL, "request", 0.1),
     p.Accepted(
         JOB,
@@ -303,6 +337,9 @@ JOB_LISTING = p.JobListing(
     JOB, "done", 1.5, 2.5, "clip.mp4", 1234, "cd" * 32, p.JobModel("seed.pth", "ab" * 32), "fake", 0.75, 2, None
 )
 RECORDS = [
+    PROVENANCE,
+    UNSIGNED,
+    dataclasses.replace(REPORT, provenance=PROVENANCE),
     PROFILE,
     dataclasses.replace(PROFILE, mean=None, std=None),
     REPORT_MODEL,
@@ -359,6 +396,33 @@ def test_report_records_mirror_the_pipeline():
         "summary",
     }
     assert set(p.LabelName.__args__) == {label.value for label in t.Label}
+
+
+def test_provenance_records_mirror_the_pipeline():
+    """The wire provenance has the fields pipeline/provenance/records.py writes (plus the derived summary
+    and found), its states, flag codes and schema name."""
+    from pipeline.provenance import metadata as m
+    from pipeline.provenance import records as r
+
+    pairs = [
+        (p.C2paAction, r.C2paAction),
+        (p.C2paIngredient, r.C2paIngredient),
+        (p.C2paStatus, r.C2paStatus),
+        (p.C2paManifest, r.C2paManifest),
+        (p.C2paResult, r.C2pa),
+        (p.MetadataTag, r.Tag),
+        (p.MetadataFlag, r.Flag),
+        (p.SectionError, r.SectionError),
+        (p.ProvenanceMetadata, r.Metadata),
+    ]
+    for wire, pipe in pairs:
+        assert {f.name for f in dataclasses.fields(wire)} == {f.name for f in dataclasses.fields(pipe)}, wire
+    fields = {f.name for f in dataclasses.fields(r.Provenance)} | {"summary", "found"}
+    assert {f.name for f in dataclasses.fields(p.Provenance)} == fields
+    assert set(p.C2paStateName.__args__) == {s.value for s in r.C2paState}
+    flag_codes = set(typing.get_args(typing.get_type_hints(p.MetadataFlag)["code"]))
+    assert flag_codes == set(m.FLAG_CODES)
+    assert p.PROVENANCE_SCHEMA == r.PROVENANCE_SCHEMA
 
 
 @pytest.fixture(scope="module")
