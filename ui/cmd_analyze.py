@@ -7,7 +7,7 @@ import argparse
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from ui import report_names
 from ui.report_names import ReportIndex, report_note, report_stem, report_stems
@@ -15,6 +15,14 @@ from ui.report_names import ReportIndex, report_note, report_stem, report_stems
 if TYPE_CHECKING:  # the engine imports torch: only for the type hints, never at --help
     from pipeline.engine import Engine
     from pipeline.types import Report
+
+
+class HasSummary(Protocol):
+    """A provenance record (pipeline.provenance.records.Provenance or stream.protocol.Provenance)."""
+
+    @property
+    def summary(self) -> str: ...
+
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -79,6 +87,24 @@ def verdict_line(report) -> str:  # report: pipeline.types.Report
     if report.model.untrained:
         line = "UNTRAINED MODEL — " + line
     return line
+
+
+PROVENANCE_PREFIX = "  provenance: "  # indented: a line about the file named on the verdict line above
+
+
+def provenance_line(provenance: HasSummary | None) -> str | None:
+    """``  provenance: <summary>``: what a file says about itself (its summary as the pipeline decided
+    it, unsigned files included: "no C2PA manifest: unknown provenance ..."); None for a report without
+    a file (a live source). ``provenance``: the pipeline's or the wire's record, both have ``summary``."""
+    return None if provenance is None else PROVENANCE_PREFIX + provenance.summary
+
+
+def report_lines(report, note: str = "", provenance: HasSummary | None = None) -> str:
+    """A finished file as ``dff scan`` and ``dff client`` print it: the verdict line (with ``note``, where
+    its reports went), then its provenance line when it has one (``provenance``: used when the report
+    carries none, e.g. ``accepted``'s)."""
+    line = provenance_line(report.provenance if report.provenance is not None else provenance)
+    return verdict_line(report) + note + ("" if line is None else "\n" + line)
 
 
 INPUT_RULE = (
@@ -153,7 +179,7 @@ def scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             try:
                 report = _scan_one(path, engine, settings, args, err)
                 written, why = save_reports(report, path, stem, index, args)
-                print(verdict_line(report) + report_note(written), file=out, flush=True)
+                print(report_lines(report, report_note(written)), file=out, flush=True)
                 if report.incomplete or why is not None:
                     failed += 1
                 if why is not None:  # disk full, permissions: this file's failure, not the run's
@@ -275,11 +301,13 @@ def client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             messages = analyze_file(args.file, url, token=token, options=options)
         else:
             messages = attach(args.attach, url, token=token)
+        provenance: p.Provenance | None = None  # accepted's: shown if the final report has none
         async for message in messages:
             if isinstance(message, p.Hello) and message.status != "ready":
                 print(f"dff client: server status: {message.status}", file=err)
             elif isinstance(message, p.Accepted):
                 print(accepted_line(message), file=out)
+                provenance = message.provenance
             elif isinstance(message, p.FrameResult):
                 print(frame_line(message), file=out, flush=True)
                 for face in message.faces:
@@ -292,7 +320,7 @@ def client(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     args.json.parent.mkdir(parents=True, exist_ok=True)
                     args.json.write_text(json.dumps(message.report.to_json(), indent=2))
                 report = report_from_dict(message.report.to_json())
-                print(verdict_line(report), file=out)
+                print(report_lines(report, provenance=provenance), file=out)
                 return EXIT_SOME_FAILED if report.incomplete else EXIT_OK
             elif isinstance(message, p.Error):
                 print(f"dff client: {message.code}: {message.message}", file=err)

@@ -25,8 +25,8 @@ from ui.cmd_analyze import (
     EXIT_SOME_FAILED,
     EXIT_USAGE,
     input_files,
+    report_lines,
     save_reports,
-    verdict_line,
 )
 from ui.report_names import ReportIndex, analysis_key, report_note, report_stems, shown_path
 
@@ -206,7 +206,7 @@ def _scan_files(
                 done += 1
                 if isinstance(outcome, Scanned):
                     written, why = save_reports(outcome.report, outcome.path, stems[outcome.path], index, args)
-                    tqdm.write(verdict_line(outcome.report) + report_note(written), file=out)
+                    tqdm.write(report_lines(outcome.report, report_note(written)), file=out)
                     failed += 1 if why is not None or outcome.report.incomplete else 0
                 else:
                     failed += 1
