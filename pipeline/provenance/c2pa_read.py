@@ -8,7 +8,9 @@ Quirks fixed here, once:
 - **The format is sniffed from the bytes** (magic numbers, the ISO BMFF brand), never taken from the
   name, and only formats the SDK reads are handed to it; another format has no manifest to read.
 - **No manifest is not an error.** ``ManifestNotFound`` is the ``absent`` state ("unknown provenance");
-  any other SDK error on a manifest that is there is ``unreadable`` with its message, never raised.
+  any other SDK error on a manifest that is there is ``unreadable`` with its message, never raised. A
+  file whose manifest is only referenced by URL (XMP ``dcterms:provenance``) is ``unreadable`` too: the
+  SDK would fetch it, and this service never does.
 - **Trust.** Without configured anchors (``DFF_C2PA_TRUST_ANCHORS``, a PEM file) no signer is trusted: a
   good signature is ``untrusted``, which is the honest answer. ``Trusted`` from the SDK is ``valid``.
 - **Bounds.** Strings are cut to ``MAX_CHARS``, lists to ``MAX_ITEMS``: a hostile manifest cannot make a
@@ -173,9 +175,20 @@ def read_c2pa(path: Path, *, trust_anchors_pem: str | None = None) -> C2pa:
         except c2pa.C2paError.ManifestNotFound:
             return C2pa(C2paState.ABSENT)
         except (c2pa.C2paError, ValueError, OSError) as err:
-            return C2pa(C2paState.UNREADABLE, error=f"{type(err).__name__}: {_text(err) or 'no message'}")
+            # 0.38 raises a plain C2paError "Remote: ..." where its RemoteManifest subclass would fit
+            if isinstance(err, c2pa.C2paError.RemoteManifest) or str(err).startswith("Remote:"):
+                return C2pa(C2paState.UNREADABLE, error=f"a remote manifest, not fetched (reading is offline): {_why(err)}")
+            return C2pa(C2paState.UNREADABLE, error=_why(err))
         with reader:
             try:
                 return decode_store(json.loads(reader.json()))
             except (c2pa.C2paError, ValueError, RecursionError) as err:
-                return C2pa(C2paState.UNREADABLE, error=f"{type(err).__name__}: {_text(err) or 'no message'}")
+                return C2pa(C2paState.UNREADABLE, error=_why(err))
+
+
+def _why(err: BaseException) -> str:
+    """The SDK's message ("Verify: JUMB box nesting depth exceeds ..."); other errors keep their type."""
+    import c2pa
+
+    text = _text(err) or "no message"
+    return text if isinstance(err, c2pa.C2paError) else f"{type(err).__name__}: {text}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 
 from pipeline.config import Settings
 from pipeline.detect import FaceDetector
-from pipeline.errors import MediaTooLarge
+from pipeline.errors import DecodeError, MediaTooLarge
 from pipeline.faces import DetectParams, detect_params, source_faces
 from pipeline.sources import Source, StillSource, VideoSource, open_media, open_media_for
 from pipeline.types import MediaInfo, MediaKind, SampleMode, SamplingPolicy
@@ -122,3 +124,19 @@ def test_source_faces_finds_what_the_detector_finds_with_those_parameters(files,
         for frame, boxes in found:
             (expected,) = detector.detect([frame], params.min_face_px, params.max_side_px)
             assert [b.xyxy for b in boxes] == [b.xyxy for b in expected] and len(boxes) == 1
+
+
+def test_a_png_with_damaged_pixel_data_is_a_decode_error(tmp_path: Path):
+    """Pillow's PNG getexif() decodes the pixels; reading the orientation first raised a bare OSError."""
+    path = tmp_path / "damaged.png"
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(path)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"IDAT")
+    (length,) = struct.unpack(">I", data[at - 4 : at])
+    raw = bytearray(zlib.decompress(bytes(data[at + 4 : at + 4 + length])))
+    raw[0] = 9  # an unknown PNG filter type on the first row
+    body = zlib.compress(bytes(raw))
+    chunk = struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body))
+    path.write_bytes(bytes(data[: at - 4]) + chunk + bytes(data[at + 8 + length :]))
+    with pytest.raises(DecodeError, match="damaged.png"):
+        open_media(path, SamplingPolicy(SampleMode.EVERY_S, 1.0, 16, 300))
