@@ -274,3 +274,124 @@ def model_card_text(card: dict[str, Any] | None, status: str) -> str:
     if card.get("threshold") is not None:
         parts.append(f"calibrated threshold {card['threshold']:.2f}, T={card.get('temperature') or 1:.2f}")
     return " — ".join(p for p in parts if p)
+
+
+# -- provenance: what the file says about itself, beside (never inside) the verdict --------------------------
+
+PROVENANCE_BADGES: dict[str, str] = {
+    "valid": "Content credentials valid",
+    "untrusted": "Signed — signer not on the trust list",
+    "invalid": "Content credentials INVALID",
+    "absent": "No content credentials — unknown provenance",
+    "unreadable": "Credentials unreadable",
+}
+PROVENANCE_NOTE = (
+    "No content credentials is not evidence of manipulation: most genuine photos and videos carry none. "
+    "Provenance is what the file says about itself, read from its bytes offline; it is shown as evidence "
+    "beside the verdict and is never part of P(fake)."
+)
+TAGS_OPEN_UP_TO = 8  # a longer tag table starts folded
+
+
+def _items(title: str, items: Sequence[str], kind: str) -> str:
+    """A titled list of already-escaped HTML items, or nothing."""
+    if not items:
+        return ""
+    lis = "".join(f"<li>{item}</li>" for item in items)
+    return f'<div class="dff-prov-sec" data-section="{kind}"><b>{escape(title)}</b><ul>{lis}</ul></div>'
+
+
+def _source_type(url: str) -> str:
+    """``http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia`` -> its last part."""
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _manifest_html(m: p.C2paManifest, n_manifests: int) -> str:
+    facts = [
+        ("Claim generator", m.claim_generator),
+        ("Title", m.title),
+        ("Signer", m.signer),
+        ("Issuer", m.issuer),
+        ("Signed at", m.signed_at or "not time-stamped (no time-stamp authority)"),
+        ("Algorithm", m.alg),
+        ("Manifests", str(n_manifests) if n_manifests > 1 else None),
+    ]
+    rows = "".join(
+        f'<tr data-fact="{escape(k.lower())}"><th>{escape(k)}</th><td>{escape(v)}</td></tr>' for k, v in facts if v
+    )
+    actions = [
+        f"<code>{escape(a.action)}</code>"
+        + (f' <span class="dff-prov-dst" title="{escape(dst)}">{escape(_source_type(dst))}</span>' if dst else "")
+        + (f" by {escape(a.software_agent)}" if a.software_agent else "")
+        + (f" at {escape(a.when)}" if a.when else "")
+        for a in m.actions
+        for dst in (a.digital_source_type,)
+    ]
+    ingredients = [
+        escape(i.title or "untitled") + "".join(f" <small>{escape(x)}</small>" for x in (i.relationship, i.format) if x)
+        for i in m.ingredients
+    ]
+    return (
+        f'<table class="dff-prov-facts">{rows}</table>'
+        + _items("Actions", actions, "actions")
+        + _items("Ingredients", ingredients, "ingredients")
+    )
+
+
+def _tags_html(tags: Sequence[p.MetadataTag]) -> str:
+    if not tags:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(t.source)}</td><td>{escape(t.key)}</td><td>{escape(t.value)}</td></tr>" for t in tags
+    )
+    fold = " open" if len(tags) <= TAGS_OPEN_UP_TO else ""
+    return (
+        f'<details class="dff-prov-sec" data-section="tags"{fold}><summary><b>Metadata tags</b> ({len(tags)})'
+        f'</summary><div class="dff-prov-tags"><table><tr><th>source</th><th>key</th><th>value</th></tr>{rows}'
+        "</table></div></details>"
+    )
+
+
+def provenance_card(prov: p.Provenance | None) -> str:
+    """The Provenance card: the C2PA state as a badge, the summary line as the server wrote it, the active
+    manifest (claim generator, signer, issuer, signing time, actions, ingredients), the failed checks, the
+    metadata flags, tags and unreadable sections, and what provenance does and does not mean. Empty for
+    a report without a file (a live source). Every value comes from the file and is escaped."""
+    if prov is None:
+        return ""
+    c2pa, meta = prov.c2pa, prov.metadata
+    state = c2pa.state
+    body = _manifest_html(c2pa.manifest, c2pa.n_manifests) if c2pa.manifest is not None else ""
+    checks = [f"<code>{escape(s.code)}</code> {escape(s.explanation)}" for s in c2pa.status]
+    body += _items("Failed checks", checks, "checks")
+    if c2pa.error:
+        body += _items("Why the credentials are unreadable", [escape(c2pa.error)], "c2pa-error")
+    flags = [f'<span data-flag="{escape(f.code)}">{escape(f.message)}</span>' for f in meta.flags]
+    body += _items("Metadata flags", flags, "flags")
+    body += _tags_html(meta.tags)
+    errors = [f"<code>{escape(e.section)}</code> {escape(e.reason)}" for e in meta.errors]
+    body += _items("Sections that could not be read", errors, "errors")
+    badge = PROVENANCE_BADGES.get(state, state)
+    return (
+        f'<div class="dff-prov dff-prov-{escape(state)}" data-state="{escape(state)}">'
+        f'<div class="dff-h">Provenance <span class="dff-prov-badge" data-state="{escape(state)}">'
+        f"{escape(badge)}</span></div>"
+        f'<div class="dff-prov-summary">{escape(prov.summary)}</div>{body}'
+        f'<p class="dff-prov-note">{escape(PROVENANCE_NOTE)}</p></div>'
+    )
+
+
+def verdict_pending() -> str:
+    """Where the verdict card will be while the file is analysed (not ``.dff-verdict``: that is the
+    finished verdict, which the browser tests wait for)."""
+    return (
+        '<div class="dff-v-pending"><div class="dff-v-title">Verdict pending</div>'
+        "<p>The verdict comes when every sampled frame is analysed.</p></div>"
+    )
+
+
+def verdict_row(verdict: str, provenance: str) -> str:
+    """The verdict card and the Provenance card side by side (stacked on a narrow page)."""
+    if not provenance:
+        return verdict
+    return f'<div class="dff-vrow">{verdict}{provenance}</div>'

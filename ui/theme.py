@@ -82,6 +82,36 @@ CSS = """
 .dff-p-score { font-variant-numeric: tabular-nums; font-size: 14px; }
 .dff-p-meta, .dff-p-hint { font-size: 12px; color: #6B7280; margin-top: 2px; }
 #dff-auth-note { font-size: 14px; }
+
+.dff-vrow { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 12px; align-items: start; }
+@media (max-width: 900px) { .dff-vrow { grid-template-columns: minmax(0, 1fr); } }
+.dff-v-pending { border-radius: 10px; padding: 14px 18px; border: 2px dashed #9CA3AF; color: #4B5563; }
+.dff-v-pending .dff-v-title { font-size: 22px; }
+.dff-prov { border-radius: 10px; padding: 12px 14px; border: 1px solid var(--border-color-primary);
+  background: var(--block-background-fill); font-size: 13px; line-height: 1.4; overflow-wrap: anywhere; }
+.dff-prov .dff-h { display: flex; align-items: center; gap: 8px; flex-wrap: wrap; font-size: 15px; }
+.dff-prov-badge { display: inline-block; padding: 2px 9px; border-radius: 10px; font-size: 12px; font-weight: 700;
+  color: white; background: #6B7280; }
+.dff-prov-valid .dff-prov-badge { background: #2E7D32; }
+.dff-prov-untrusted .dff-prov-badge { background: #B45309; }
+.dff-prov-invalid .dff-prov-badge { background: #C62828; }
+.dff-prov-valid { border-left: 4px solid #2E7D32; }
+.dff-prov-untrusted { border-left: 4px solid #D97706; }
+.dff-prov-invalid { border-left: 4px solid #C62828; background: #FDF2F2; }
+.dff-prov-absent, .dff-prov-unreadable { border-left: 4px solid #9CA3AF; }
+.dff-prov-summary { font-weight: 600; margin: 4px 0 6px; }
+.dff-prov-facts { border-collapse: collapse; margin: 4px 0; }
+.dff-prov-facts th { text-align: left; font-weight: 600; color: #6B7280; padding: 1px 10px 1px 0;
+  white-space: nowrap; vertical-align: top; }
+.dff-prov-facts td { padding: 1px 0; }
+.dff-prov-sec { margin-top: 6px; }
+.dff-prov-sec ul { margin: 2px 0 0; padding-left: 18px; }
+.dff-prov-dst { background: #EEF2FF; color: #312E81; border-radius: 4px; padding: 0 4px; }
+.dff-prov-tags { max-height: 220px; overflow: auto; }
+.dff-prov-tags table { border-collapse: collapse; font-size: 12px; width: 100%; }
+.dff-prov-tags th, .dff-prov-tags td { text-align: left; padding: 1px 6px; border-bottom: 1px solid #E5E7EB;
+  vertical-align: top; }
+.dff-prov-note { font-size: 12px; color: #6B7280; margin: 8px 0 0; }
 .dff-empty { padding: 18px 22px; border-radius: 10px; border: 1px dashed var(--border-color-primary);
   color: var(--body-text-color); font-size: 15px; line-height: 1.5; }
 .dff-empty-title { font-weight: 700; font-size: 17px; margin-bottom: 6px; }
