@@ -5,13 +5,19 @@ the job keeps no log, only a few head messages (``progress``/``accepted``) and i
 watcher's queue holds at most ``WATCH_QUEUE_BYTES`` of encoded messages; the socket's send pacing (uvicorn
 waits while the transport's buffer is full) drains it. When a message would take a watcher over its budget:
 
-1. ``progress`` is coalesced: a new one replaces an unsent one of the same stage (always, full or not), so
-   a client's queue holds at most one per stage (``queued``, ``analyzing``) and the stream keeps its shape;
-2. then overlays go: queued ``frame`` messages are re-encoded without ``overlay_jpeg_b64``, oldest first;
-3. then the frames themselves: the new frame is not queued, a gap marker is; when the pump reaches the gap
+1. ``progress`` and ``live`` are coalesced: a new ``progress`` replaces an unsent one of the same stage, a
+   new ``live`` (a snapshot of the whole session) an unsent ``live`` (always, full or not), so a client's
+   queue holds at most one per stage (``queued``, ``analyzing``) and one ``live``, and a slow client gets
+   only the newest;
+2. then ``notice`` messages go, oldest first (a new one that still does not fit is not queued); they are
+   counted in ``dropped_notices``;
+3. then overlays go: queued ``frame`` messages are re-encoded without ``overlay_jpeg_b64``, oldest first;
+4. then the frames themselves: the new frame is not queued, a gap marker is; when the pump reaches the gap
    it reads those frames back from the store (every frame is committed before it is published), so the
    client still gets every frame's scores, in order, only without overlays;
-4. ``done`` and ``error`` are never dropped (a final message may take the queue one message over).
+5. ``done`` and ``error`` are never dropped (a final message may take the queue one message over).
+
+Sizes are UTF-8 bytes of the encoded text (messages are encoded with ``ensure_ascii=False``).
 
 A late attacher is a watcher that starts behind: the job's head messages, a gap covering the frames
 published so far (read from the store), then live messages; the final message when the job has ended.
@@ -43,18 +49,16 @@ class Item:
 
     message: p.Message
     text: str
+    size: int  # UTF-8 bytes of ``text``
 
     @classmethod
     def of(cls, message: p.Message) -> Item:
-        return cls(message, p.encode(message))
+        text = p.encode(message)
+        return cls(message, text, len(text.encode("utf-8")))
 
     @property
     def final(self) -> bool:
         return isinstance(self.message, p.FINAL_MESSAGES)
-
-    @property
-    def size(self) -> int:
-        return len(self.text)
 
     def without_overlays(self) -> Item:
         """This frame with ``overlay_jpeg_b64`` null on every face (itself when it has none)."""
@@ -86,6 +90,7 @@ class Watcher:
         self._ready = asyncio.Event()
         self.dropped_overlays = 0  # frames this client got without their overlays
         self.read_back = 0  # frames this client got from the store
+        self.dropped_notices = 0  # notices this client never got (rule 2)
 
     @property
     def queued_bytes(self) -> int:
@@ -93,14 +98,21 @@ class Watcher:
 
     def push(self, item: Item) -> None:
         """Queue one published message by the rule above."""
-        if isinstance(item.message, p.Progress):
-            self._remove_progress(item.message.stage)
+        message = item.message
+        if isinstance(message, p.Progress):
+            self._remove(lambda m: isinstance(m, p.Progress) and m.stage == message.stage)
+        elif isinstance(message, p.LiveStatus):
+            self._remove(lambda m: isinstance(m, p.LiveStatus))
         if not item.final and self._bytes + item.size > self._budget:
-            self._strip_overlays(self._bytes + item.size - self._budget)
-            if isinstance(item.message, p.FrameResult) and self._bytes + item.size > self._budget:
-                self.behind(item.message.seq + 1)
+            self._drop_notices(self._bytes + item.size - self._budget)
+            if isinstance(message, p.Notice) and self._bytes + item.size > self._budget:
+                self.dropped_notices += 1
                 return
-            # anything else that is not final (accepted, one coalesced progress) is small: it is queued
+            self._strip_overlays(self._bytes + item.size - self._budget)
+            if isinstance(message, p.FrameResult) and self._bytes + item.size > self._budget:
+                self.behind(message.seq + 1)
+                return
+            # anything else that is not final (accepted, one coalesced progress or live) is small: it is queued
         self._items.append(item)
         self._bytes += item.size
         self._ready.set()
@@ -150,11 +162,25 @@ class Watcher:
                 self.read_back += 1
                 yield p.encode(frame)
 
-    def _remove_progress(self, stage: str) -> None:
+    def _remove(self, superseded: Callable[[p.Message], bool]) -> None:
+        """Unqueue the messages a new one supersedes (rule 1)."""
         kept: deque[Item | _Gap] = deque()
         for entry in self._items:
-            if isinstance(entry, Item) and isinstance(entry.message, p.Progress) and entry.message.stage == stage:
+            if isinstance(entry, Item) and superseded(entry.message):
                 self._bytes -= entry.size
+            else:
+                kept.append(entry)
+        self._items = kept
+
+    def _drop_notices(self, need_bytes: int) -> None:
+        """Unqueue notices, oldest first, until ``need_bytes`` are freed (rule 2)."""
+        freed = 0
+        kept: deque[Item | _Gap] = deque()
+        for entry in self._items:
+            if freed < need_bytes and isinstance(entry, Item) and isinstance(entry.message, p.Notice):
+                freed += entry.size
+                self._bytes -= entry.size
+                self.dropped_notices += 1
             else:
                 kept.append(entry)
         self._items = kept
