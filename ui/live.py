@@ -40,6 +40,7 @@ class Session:
     band: float = 0.05  # the inconclusive band, from ``accepted`` (the UI's setting for a reopened report)
     detectors: tuple[str, ...] = ()  # an ensemble's detectors, from ``accepted``
     report: p.Report | None = None
+    provenance: p.Provenance | None = None  # what the file says about itself, from ``accepted`` (None: live)
     photo_path: str | None = None
     selected_seq: int | None = None
     started_s: float = 0.0

@@ -105,7 +105,10 @@ class AnalyzeTab:
                     thumbs[person.track_id] = face.overlay_jpeg_b64
         out: dict[str, Any] = {
             self.result_col: gr.Column(visible=True),
-            self.verdict_html: cards.verdict_card(verdict, s.band),
+            self.verdict_html: cards.verdict_row(
+                cards.verdict_card(verdict, s.band),
+                cards.provenance_card(report.provenance if report.provenance is not None else s.provenance),
+            ),
             self.people_html: cards.people_cards(people, thumbs, report.threshold, is_image=report.media.is_image)
             + cards.detector_cards(report, thumb_faces),
             self.frame_table: gr.Dataframe(value=tl.frame_rows(s.frames)),
@@ -210,7 +213,14 @@ class AnalyzeTab:
                 message.inconclusive_band,
             )
             s.detectors = message.model.detectors
+            s.provenance = message.provenance
             update: dict[str, Any] = {self.status: self.status_of(s, "Analysing")}
+            if s.provenance is not None:  # known before the first frame: shown while the pixels are analysed
+                update[self.result_col] = gr.Column(visible=True)
+                update[self.verdict_html] = cards.verdict_row(
+                    cards.verdict_pending(), cards.provenance_card(s.provenance)
+                )
+                update[self.people_html] = ""
             if message.model.untrained:
                 update[self.banner] = cards.untrained_banner(message.model.name)
             if message.media.is_image:
@@ -257,7 +267,9 @@ class AnalyzeTab:
             return update
         if isinstance(message, p.Error):
             body = cards.error_box(message.code, message.message, max_upload_bytes=self.cfg.max_upload_bytes)
-            update = {self.status: body, self.result_col: gr.Column(visible=False)}
+            update = {self.status: body, self.result_col: gr.Column(visible=s.provenance is not None)}
+            if s.provenance is not None:  # the file's own evidence stays, without a verdict
+                update[self.verdict_html] = cards.provenance_card(s.provenance)
             if message.code == "no_model":
                 update[self.banner] = cards.no_model_banner()
             if not s.frames:

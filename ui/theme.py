@@ -100,16 +100,18 @@ CSS = """
 .dff-prov-invalid { border-left: 4px solid #C62828; background: #FDF2F2; }
 .dff-prov-absent, .dff-prov-unreadable { border-left: 4px solid #9CA3AF; }
 .dff-prov-summary { font-weight: 600; margin: 4px 0 6px; }
-.dff-prov-facts { border-collapse: collapse; margin: 4px 0; }
+.dff-prov-facts { border-collapse: collapse; margin: 4px 0; border: none !important; width: auto !important; }
 .dff-prov-facts th { text-align: left; font-weight: 600; color: #6B7280; padding: 1px 10px 1px 0;
   white-space: nowrap; vertical-align: top; }
 .dff-prov-facts td { padding: 1px 0; }
+.dff-prov-facts tr, .dff-prov-facts th, .dff-prov-facts td { border: none !important; background: none !important; }
 .dff-prov-sec { margin-top: 6px; }
 .dff-prov-sec ul { margin: 2px 0 0; padding-left: 18px; }
 .dff-prov-dst { background: #EEF2FF; color: #312E81; border-radius: 4px; padding: 0 4px; }
 .dff-prov-tags { max-height: 220px; overflow: auto; }
 .dff-prov-tags table { border-collapse: collapse; font-size: 12px; width: 100%; }
-.dff-prov-tags th, .dff-prov-tags td { text-align: left; padding: 1px 6px; border-bottom: 1px solid #E5E7EB;
+.dff-prov-tags tr, .dff-prov-tags th, .dff-prov-tags td { text-align: left; padding: 1px 6px; border: none !important;
+  border-bottom: 1px solid #E5E7EB !important;
   vertical-align: top; }
 .dff-prov-note { font-size: 12px; color: #6B7280; margin: 8px 0 0; }
 .dff-empty { padding: 18px 22px; border-radius: 10px; border: 1px dashed var(--border-color-primary);
