@@ -164,6 +164,21 @@ def _once(fast: Sequence[RejectedFace], again: Sequence[RejectedFace], kept: Seq
     return out + [r for r in again if all(_iou(r.xyxy, xyxy) < SAME_FACE_IOU for xyxy in taken)]
 
 
+def detection_key(settings: Settings) -> dict[str, object]:
+    """What decides the faces ``source_faces`` finds in a photo and in a file video under ``settings``
+    (detection parameters and face gates, from the functions that apply them) and the detector's own
+    probability floor: a cache of found faces is valid only for an equal key."""
+    key: dict[str, object] = {"detect_prob_floor": settings.detect_prob_floor}
+    for name, is_image in (("photo", True), ("video", False)):
+        info = MediaInfo(name, 0, "0" * 64, "", "", 1, 1, None, None, 0, is_image, None, MediaKind.FILE)
+        gates = face_gates(info, settings)
+        key[name] = {
+            "detect": dataclasses.asdict(detect_params(info, settings)),
+            "gates": None if gates is None else dataclasses.asdict(gates),
+        }
+    return key
+
+
 def source_faces(source: Source, detector: FaceDetector, settings: Settings) -> Iterator[tuple[Frame, list[FaceBox]]]:
     """Every sampled frame of ``source`` with its faces, found as the service finds them (its face gates
     included; rejected detections are left out). Raises what ``source.frames()`` raises (DecodeError after

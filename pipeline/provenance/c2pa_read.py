@@ -177,7 +177,8 @@ def read_c2pa(path: Path, *, trust_anchors_pem: str | None = None) -> C2pa:
         except (c2pa.C2paError, ValueError, OSError) as err:
             # 0.38 raises a plain C2paError "Remote: ..." where its RemoteManifest subclass would fit
             if isinstance(err, c2pa.C2paError.RemoteManifest) or str(err).startswith("Remote:"):
-                return C2pa(C2paState.UNREADABLE, error=f"a remote manifest, not fetched (reading is offline): {_why(err)}")
+                why = f"a remote manifest, not fetched (reading is offline): {_why(err)}"
+                return C2pa(C2paState.UNREADABLE, error=why)
             return C2pa(C2paState.UNREADABLE, error=_why(err))
         with reader:
             try:

@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.config import Settings
 from pipeline.detect import FaceDetector, crop_faces
 from pipeline.errors import ConfigError, DecodeError, MediaError
-from pipeline.faces import source_faces
+from pipeline.faces import detection_key, source_faces
 from pipeline.sources import open_media_for
 from pipeline.sources.probe import file_sha256
 from pipeline.types import FaceBox, PreprocessProfile, SamplingPolicy
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"})
 CONTEXT_FACTOR = 1.6  # context side / face box side: room for blending edges, margins and jitter
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key holds the face gates and small-face recovery
 REAL, FAKE = 0, 1
 
 
@@ -218,14 +218,9 @@ def load_faces(
         "context_px": context_px,
         "context_factor": CONTEXT_FACTOR,
         "policy": dataclasses.asdict(policy),
-        "detect": [
-            settings.min_face_px,
-            settings.video_min_face_px,
-            settings.detect_prob_floor,
-            settings.detect_max_side_px,
-            settings.photo_detect_max_side_px,
-            settings.detect_chunk,  # frames per MTCNN call: batched detection may differ in the last bits
-        ],
+        # parameters, gates and recovery as source_faces applies them (frames per MTCNN call included:
+        # batched detection may differ in the last bits)
+        "detect": detection_key(settings),
     }
     cache = FaceCache(cache_dir, params)
     detector: FaceDetector | None = None

@@ -82,7 +82,11 @@ def test_the_three_states_and_the_scores_do_not_depend_on_them(
     tampered = tamper_pixels(signed, tmp_path / "tampered.png")
     reports = {p.name: _events(p, engine, settings)[-1] for p in (face_photo, signed, tampered)}
     states = {name: r.provenance.c2pa.state for name, r in reports.items()}
-    assert states == {"face.png": C2paState.ABSENT, "signed.png": C2paState.UNTRUSTED, "tampered.png": C2paState.INVALID}
+    assert states == {
+        "face.png": C2paState.ABSENT,
+        "signed.png": C2paState.UNTRUSTED,
+        "tampered.png": C2paState.INVALID,
+    }
     assert reports["face.png"].provenance.summary.startswith(NO_MANIFEST)
     assert "INVALID" in reports["tampered.png"].provenance.summary
     assert reports["signed.png"].score == reports["face.png"].score  # same pixels: provenance is not in P(fake)

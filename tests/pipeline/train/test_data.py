@@ -150,6 +150,10 @@ def test_load_faces_from_photos_and_a_video_splits_by_file(tmp_path):
     again, _ = load_faces([(real, REAL)], settings, POLICY, SEED_PROFILE, tmp_path / "cache", detector)
     assert len(made) == 1 and len(again) == len(faces)
     assert all((a.context == b.context).all() for a, b in zip(faces, again, strict=True))
+    # other face gates or small-face recovery find other faces: the cache is not reused for them
+    for changed in (dataclasses.replace(settings, face_gates=False), dataclasses.replace(settings, recover_budget=1.0)):
+        load_faces([(real, REAL)], changed, POLICY, SEED_PROFILE, tmp_path / "cache", detector)
+    assert len(made) == 3
 
 
 def test_same_content_under_both_labels_is_refused(tmp_path):
