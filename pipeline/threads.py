@@ -19,10 +19,11 @@ quiet numbers are noisy; bench/results/2026-12-01-vm-contention*.json), ms/frame
     2 (default), PASSIVE         334 ->  583 (0.57)  216 ->  502 (0.43)
     1, PASSIVE                   323 ->  929 (0.35)  241 ->  502 (0.48)
 
-Through the service (``python -m bench.load``, 1 sample/s, 3 rounds, quiet machine): PASSIVE with 2
-threads 5.1 frames/s solo, ratio 0.48 (4.2 -> 2.0 frames/s); PASSIVE with 1 thread 3.6 frames/s solo,
-ratio 0.51 (about the same frames/s beside the busy processes, 30% less when quiet). So one thread buys
-no speed under contention and costs it when quiet: the thread count stays. On 2 cores beside 2 spinning
+Through the service (``python -m bench.load``, 1 sample/s, 3 rounds): PASSIVE with 2 threads, ratio 0.51
+(4.47 -> 2.27 frames/s, bench/results/2026-12-01-vm-load.json). An earlier run of the same bench, whose
+results file was not kept, gave 0.48 with 2 threads and 0.51 with 1 thread (3.6 frames/s solo, 30% less
+than 2 threads when quiet). So one thread buys no speed under contention and costs it when quiet: the
+thread count stays. On 2 cores beside 2 spinning
 processes a process using both cores gets about half the CPU it had, so ~0.5 is the ceiling there.
 """
 
