@@ -76,6 +76,7 @@ from stream.reports import (  # noqa: F401  (clients import stream.protocol only
     Profile,
     RejectedFace,
     Report,
+    ReportHead,
     ReportModel,
     ReportPage,
     SampleModeName,
@@ -88,6 +89,7 @@ from stream.reports import (  # noqa: F401  (clients import stream.protocol only
     Timings,
     Track,
     decode_report,
+    decode_report_head,
 )
 
 PROTOCOL_VERSION = 2

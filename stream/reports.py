@@ -268,6 +268,35 @@ def decode_report(data: object) -> Report:
     return typing.cast(Report, Report.from_json(data, "report"))
 
 
+@dataclass(frozen=True, slots=True)
+class ReportHead(Record):
+    """What an index of stored reports needs of one (``dff scan --json`` resuming), decoded without
+    building the whole Report: which bytes, which model, how it was sampled and aggregated, and whether
+    it ran to the end."""
+
+    media_sha256: str
+    model_sha256: str
+    policy: Policy
+    strategy: StrategyName
+    incomplete: str | None
+
+
+def decode_report_head(data: object) -> ReportHead:
+    """A report JSON object -> its ReportHead; ProtocolError ``bad_message`` if it is not one of ours."""
+    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
+        raise ProtocolError("bad_message", f"not a {REPORT_SCHEMA} report")
+    media, model = data.get("media"), data.get("model")
+    if not isinstance(media, dict) or not isinstance(model, dict):
+        raise ProtocolError("bad_message", "a report needs its media and model objects")
+    return ReportHead(
+        media.get("sha256"),
+        model.get("sha256"),
+        Policy.from_json(data.get("policy"), "policy"),
+        data.get("strategy"),
+        data.get("incomplete"),
+    )
+
+
 # ------------------------------------------------------------------------------------ HTTP report API
 
 

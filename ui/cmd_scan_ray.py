@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from stream import protocol as p
 from ui import cmd_analyze
 from ui.cmd_analyze import (
     EXIT_INTERRUPTED,
@@ -177,8 +178,7 @@ def _scan_files(
     index = None if args.json is None else ReportIndex(args.json)
     policy = request.policy
     analysis = analysis_key(
-        {"mode": policy.mode.value, "every_s": policy.every_s, "count": policy.count, "max_frames": policy.max_frames},
-        request.strategy.value,
+        p.Policy(policy.mode.value, policy.every_s, policy.count, policy.max_frames), request.strategy.value
     )
     plan = plan_resume(files, index, engine.info.sha256, analysis)
     for skipped in plan.skipped:

@@ -18,6 +18,8 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from stream import protocol as p
+
 NAME_MAX_BYTES = 255  # a file name's limit on Linux/macOS file systems (ext4, XFS, APFS, tmpfs), in bytes
 REPORT_SUFFIXES = (".json", ".csv")
 STEM_MAX_BYTES = NAME_MAX_BYTES - max(len(s) for s in REPORT_SUFFIXES)
@@ -91,10 +93,10 @@ def fallback_stems(path: Path) -> Iterator[str]:
         yield _hashed(path.name, key + b"#%d" % n, HASH_CHARS)
 
 
-def analysis_key(policy: dict[str, object], strategy: str) -> str:
-    """What, beside the bytes and the model, makes two reports of a file the same: the sampling policy (as
-    a report's ``policy`` JSON) and the strategy. A rerun with other sampling flags analyses again."""
-    return json.dumps([policy, strategy], sort_keys=True)
+def analysis_key(policy: p.Policy, strategy: str) -> str:
+    """What, beside the bytes and the model, makes two reports of a file the same: the sampling policy and
+    the strategy. A rerun with other sampling flags analyses again."""
+    return json.dumps([policy.to_json(), strategy], sort_keys=True)
 
 
 class ReportIndex:
@@ -112,19 +114,15 @@ class ReportIndex:
         if not directory.is_dir():
             return
         for path in sorted(directory.glob("*.json")):
-            try:  # two fields and a flag; building whole Reports for thousands of files would cost more
-                data = json.loads(path.read_bytes())
-                media, model, incomplete = data["media"]["sha256"], data["model"]["sha256"], data["incomplete"]
-                analysis = analysis_key(data["policy"], data["strategy"])
-            except (OSError, ValueError, KeyError, TypeError):
+            try:  # the head only: building whole Reports for thousands of files would cost more
+                head = p.decode_report_head(json.loads(path.read_bytes()))
+            except (OSError, ValueError):  # ProtocolError is a ValueError
                 self.unreadable += 1
                 continue
-            if not isinstance(media, str) or not isinstance(model, str):
-                self.unreadable += 1
-                continue
-            self._media[path.name.casefold()] = media
-            if incomplete is None:
-                self._pairs.setdefault((media, model, analysis), path)
+            self._media[path.name.casefold()] = head.media_sha256
+            if head.incomplete is None:
+                key = (head.media_sha256, head.model_sha256, analysis_key(head.policy, head.strategy))
+                self._pairs.setdefault(key, path)
 
     def __len__(self) -> int:
         return len(self._media)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from stream import protocol as p
 from ui.cmd_analyze import input_files
 from ui.report_names import (
     ReportIndex,
@@ -25,12 +26,12 @@ from ui.report_names import (
 )
 
 POLICY = {"mode": "every_s", "every_s": 1.0, "count": 16, "max_frames": 300}
-ANALYSIS = analysis_key(POLICY, "per_person")
+ANALYSIS = analysis_key(p.Policy.from_json(POLICY), "per_person")
 
 
 def write_report(path: Path, media: str, model: str, incomplete: str | None = None, policy: dict | None = None) -> None:
     """The fields ``ReportIndex`` reads of a ``dff.report/1`` JSON."""
-    data = {"media": {"sha256": media}, "model": {"sha256": model}, "incomplete": incomplete}
+    data = {"schema": "dff.report/1", "media": {"sha256": media}, "model": {"sha256": model}, "incomplete": incomplete}
     path.write_text(json.dumps({**data, "policy": policy or POLICY, "strategy": "per_person"}))
 
 
