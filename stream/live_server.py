@@ -25,6 +25,7 @@ from stream import protocol as p
 from stream.backend import Busy, ShuttingDown
 from stream.jobs import Job
 from stream.service import NO_MODEL_MESSAGE, resolve_live
+from stream.state import JobState
 from stream.store import StoreError
 
 if TYPE_CHECKING:
@@ -85,7 +86,9 @@ class LiveConversation:
             service.jobs.start(job)
         except ShuttingDown:
             service.backend.release(job.id)
-            await asyncio.to_thread(service.store.end_job, job.id, "interrupted", "shutting_down", "shutdown")
+            await asyncio.to_thread(
+                service.store.end_job, job.id, JobState.INTERRUPTED.value, "shutting_down", "shutdown"
+            )
             return await self.fail("shutting_down", "the server is shutting down; try again later", job.id)
         return job
 

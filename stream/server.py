@@ -53,6 +53,7 @@ from stream.jobs import Job
 from stream.live_server import LiveConversation
 from stream.routes import error, http_routes
 from stream.service import NO_MODEL_MESSAGE, Service, resolve_options
+from stream.state import JobState
 from stream.store import StoreError
 from stream.watchers import Watcher
 
@@ -173,7 +174,9 @@ class _Connection(LiveConversation):
             try:
                 service.jobs.start(job)  # its first message is progress(queued)
             except ShuttingDown:
-                await asyncio.to_thread(service.store.end_job, job.id, "interrupted", "shutting_down", "shutdown")
+                await asyncio.to_thread(
+                    service.store.end_job, job.id, JobState.INTERRUPTED.value, "shutting_down", "shutdown"
+                )
                 return await self.fail("shutting_down", "the server is shutting down; try again later", job.id)
             queued = True
             return job
@@ -232,9 +235,9 @@ class _Connection(LiveConversation):
         if job is not None:
             return job
         row = await asyncio.to_thread(service.store.job, message.job_id)
-        if row is None or row.status in ("queued", "running"):
+        if row is None or row.status in (JobState.QUEUED.value, JobState.RUNNING.value):
             return await self.fail("unknown_job", f"no job with id {message.job_id!r}", message.job_id)
-        if row.status == "done":
+        if row.status == JobState.DONE.value:
             report = await asyncio.to_thread(service.store.report, row.id)
             if report is not None:
                 return await self.send(p.Done(row.id, report))

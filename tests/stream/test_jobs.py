@@ -366,6 +366,7 @@ def test_the_store_keeps_the_lifecycles_values(tmp_path):
     from stream.store import Status
 
     assert set(typing.get_args(Status)) == {s.value for s in JobState} - {"uploading"}
+    assert set(typing.get_args(p.JobStatus)) == set(typing.get_args(Status))  # the wire's copy too
     with Store(tmp_path) as store:
         store.add_job("x" + ID, "f", 1)
         with pytest.raises(ValueError):
