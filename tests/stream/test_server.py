@@ -205,8 +205,9 @@ def test_dff_client_prints_frames_then_the_verdict(server, media, tmp_path):
     assert code == 0, err.getvalue()
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("job ") and "two.mp4 (320×240, 2.0 s, h264), 4 frames planned" in lines[0]
-    assert len(lines) == 6 and all(line.startswith("frame ") and "2 faces" in line for line in lines[1:5])
+    assert len(lines) == 7 and all(line.startswith("frame ") and "2 faces" in line for line in lines[1:5])
     assert lines[5].startswith("two.mp4: ") and "(2 people" in lines[5]
+    assert lines[6].startswith("  provenance: no C2PA manifest: unknown provenance")
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["n_people"] == 2
     assert len(list((tmp_path / "ov").glob("*.jpg"))) == 8
     # a refused connection is a usage-level failure (exit 2), with a one-line reason

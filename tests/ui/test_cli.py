@@ -20,6 +20,7 @@ from pipeline.models import build_model, save_checkpoint
 from pipeline.types import SampleMode, Strategy
 from tests.media import astronaut, face_scene, moving_faces_clip
 from ui.cli import build_parser, main
+from ui.cmd_analyze import PROVENANCE_PREFIX
 from ui.cmd_flags import MODE_FLAGS, sample_mode
 from ui.report_names import path_stem, shown_path
 
@@ -39,6 +40,11 @@ def media(tmp_path_factory):
     (d / "text.mp4").write_text("not a video at all")
     (d / "empty.mp4").write_bytes(b"")
     return d
+
+
+def verdicts(out: str) -> list[str]:
+    """stdout's verdict lines, without the provenance line that follows each (tests/ui/test_cli_provenance.py)."""
+    return [line for line in out.strip().splitlines() if not line.startswith(PROVENANCE_PREFIX)]
 
 
 def _run(*argv: str) -> tuple[int, str, str]:
@@ -65,7 +71,7 @@ def test_scan_writes_json_and_csv_and_one_line_per_file(media, checkpoint, tmp_p
         "-q",
     )
     assert code == 0, err
-    lines = out.strip().splitlines()
+    lines = verdicts(out)
     assert len(lines) == 2
     assert lines[0].startswith("three.png: ") and "(3 people)" in lines[0]
     assert lines[1].startswith("clip.mp4: ") and "2 people" in lines[1] and "suspicious segment" in lines[1]
@@ -93,7 +99,7 @@ def test_bad_files_get_one_line_each_and_others_still_run(media, checkpoint):
         "-q",
     )
     assert code == 1
-    assert out.strip().splitlines()[0].startswith("astro.jpg: ")
+    assert verdicts(out)[0].startswith("astro.jpg: ")
     errors = err.strip().splitlines()
     assert len(errors) == 3
     assert errors[0].startswith("text.mp4: error: ")
@@ -155,7 +161,7 @@ def test_every_bad_input_gets_one_line_and_the_good_file_after_them_is_analysed(
     code, out, err = _scan(checkpoint, *bad, media / "astro.jpg")
     assert code == 1, (out, err)
     assert "Traceback" not in err
-    assert out.strip().splitlines()[-1].startswith("astro.jpg: ")  # the good file, after every bad one
+    assert verdicts(out)[-1].startswith("astro.jpg: ")  # the good file, after every bad one
     errors = err.strip().splitlines()
     for name in ("text.mp4", "empty.mp4", "folder.mp4"):
         assert sum(line.startswith(f"{name}: error: ") for line in errors) == 1, err
@@ -183,7 +189,7 @@ def test_an_internal_error_is_one_line_naming_its_type_and_the_traceback_needs_d
     files = (media / "three.png", boom, media / "astro.jpg")
     code, out, err = _scan(checkpoint, *files)
     assert code == 1
-    assert [line.split(":")[0] for line in out.strip().splitlines()] == ["three.png", "astro.jpg"]
+    assert [line.split(":")[0] for line in verdicts(out)] == ["three.png", "astro.jpg"]
     assert "boom.jpg: error: internal error: ZeroDivisionError: an injected bug" in err.splitlines()
     assert "Traceback" not in err and "--debug" in err
     code, _, err = _scan(checkpoint, *files, extra=("--debug",))
@@ -222,7 +228,7 @@ def test_scan_writes_one_legal_report_per_input_for_long_and_duplicate_names(med
     out_dir = tmp_path / "out"
     code, out, err = _scan(checkpoint, *inputs, extra=("--json", str(out_dir), "--csv", str(out_dir)))
     assert code == 0, err
-    assert len(out.strip().splitlines()) == 4
+    assert len(verdicts(out)) == 4
     reports = sorted(out_dir.glob("*.json"))
     assert len(reports) == 4 and len(list(out_dir.glob("*.csv"))) == 4
     by_name: dict[str, list[str]] = {}
@@ -232,7 +238,7 @@ def test_scan_writes_one_legal_report_per_input_for_long_and_duplicate_names(med
         by_name.setdefault(media_facts["name"], []).append(media_facts["sha256"])
     assert sorted(by_name) == sorted({p.name for p in inputs})
     assert len(set(by_name["1.jpg"])) == 2  # a/1.jpg and b/1.jpg: two reports of two different photos
-    shown = [_written(line) for line in out.strip().splitlines()]  # each line names its own two reports
+    shown = [_written(line) for line in verdicts(out)]  # each line names its own two reports
     assert sorted(p for paths in shown for p in paths) == sorted(shown_path(p) for p in out_dir.iterdir())
 
 
@@ -259,7 +265,7 @@ def test_same_names_in_two_folders_get_two_reports_and_a_later_run_never_overwri
     flags = ("--json", "out", "--csv", "out")
 
     def reports_of(stdout: str) -> list[list[str]]:
-        return [_written(line) for line in stdout.strip().splitlines()]
+        return [_written(line) for line in verdicts(stdout)]
 
     def media_in(shown: str) -> str:
         return json.loads((tmp_path / shown).read_text())["media"]["sha256"]
@@ -300,7 +306,7 @@ def test_a_folder_is_the_media_under_it_in_order_and_one_without_media_fails_alo
     monkeypatch.chdir(tmp_path)
     code, out, err = _scan(checkpoint, "inbox", "empty", media / "astro.jpg", extra=("--json", "out"))
     assert code == 1, err  # the empty folder is this run's one failure
-    lines = out.strip().splitlines()
+    lines = verdicts(out)
     assert [line.split(": ")[0] for line in lines] == ["b.jpg", "a.png", "astro.jpg"]  # sorted, then as given
     assert "(3 people)" in lines[1] and [_written(line) for line in lines] == [
         ["out/b.jpg.json"],

@@ -32,6 +32,7 @@ from stream.ray_scan import CANCEL_GRACE_S, RayScanner, RunningFile, ScanFailed,
 from stream.service import resolve_options
 from tests.media import astronaut, face_scene, moving_faces_clip
 from tests.raycluster import close_to, local_cluster
+from tests.ui.test_cli import verdicts
 from tests.ui.test_report_names import ANALYSIS, POLICY, write_report
 from ui.cli import main
 from ui.cmd_scan_ray import plan_resume
@@ -131,7 +132,7 @@ def test_every_good_file_gets_the_in_process_report_and_each_bad_one_its_line(fi
     code, stdout, stderr, out, seconds = first_scan
     expected, reference_err = reference
     assert code == 1, stderr
-    lines = stdout.strip().splitlines()
+    lines = verdicts(stdout)
     assert len(lines) == 3 and sorted(line.split(":")[0] for line in lines) == ["clip.mp4", "face.jpg", "face.jpg"]
     # the text file fails alone, with the very line the in-process scan prints; the big one is never sent
     bad_line = next(line for line in reference_err.splitlines() if line.startswith("bad.mp4: error: "))
@@ -177,7 +178,7 @@ def test_a_rerun_skips_what_is_reported_and_analyses_a_file_added_since(
         skipped = [line for line in stdout.splitlines() if ": skipped, already reported in " in line]
         assert len(skipped) == 3, stdout
         assert "3 of 6 files already reported" in stderr
-        analysed = [line for line in stdout.splitlines() if line not in skipped]
+        analysed = [line for line in verdicts(stdout) if line not in skipped]
         assert len(analysed) == 1 and analysed[0].startswith("new.png: ") and "(3 people)" in analysed[0]
         assert analysed[0].endswith("(3 people)  -> " + shown_path(out / "new.png.json")), analysed[0]
         assert all(line.endswith(".json") and shown_path(out) in line for line in skipped), skipped
