@@ -25,6 +25,9 @@ from ui import timeline as tl
 from ui.client import HttpApi
 
 MIN_UPDATE_S = 0.25  # at most ~4 page updates a second while frames stream in; the rest are coalesced
+# messages read ahead of the page: when it renders slower than they come, reading the websocket stops, so
+# the server's per-viewer budget and drop rule (stream/watchers.py) apply to the page as to any client
+PAGE_QUEUE_MESSAGES = 64
 
 
 @dataclass
@@ -166,17 +169,19 @@ async def download_files(api: HttpApi, session: Session) -> tuple[str | None, st
 
 async def coalesced(messages: AsyncIterator[p.Message]) -> AsyncIterator[list[p.Message]]:
     """Batches of the messages that arrived together, at most one batch per ``MIN_UPDATE_S`` while frames
-    stream (the page re-renders per batch, not per message); the final message ends its batch at once."""
-    queue: asyncio.Queue[p.Message | BaseException | None] = asyncio.Queue()
+    stream (the page re-renders per batch, not per message); the final message ends its batch at once.
+    At most ``PAGE_QUEUE_MESSAGES`` are read ahead, and a batch holds at most as many."""
+    queue: asyncio.Queue[p.Message | BaseException | None] = asyncio.Queue(maxsize=PAGE_QUEUE_MESSAGES)
 
     async def pump() -> None:
+        # no sentinel once cancelled: the consumer is gone, and a full queue would never take it
         try:
             async for message in messages:
                 await queue.put(message)
         except Exception as err:  # handed to the consumer, which raises it in the handler
             await queue.put(err)
-        finally:
-            await queue.put(None)
+            return
+        await queue.put(None)
 
     task = asyncio.create_task(pump())
     last = 0.0
@@ -194,7 +199,7 @@ async def coalesced(messages: AsyncIterator[p.Message]) -> AsyncIterator[list[p.
                         yield batch
                     raise item
                 batch.append(item)
-                if isinstance(item, (p.Done, p.Error)):
+                if isinstance(item, (p.Done, p.Error)) or len(batch) >= PAGE_QUEUE_MESSAGES:
                     break
                 wait_s = MIN_UPDATE_S - (time.monotonic() - last)
                 if queue.empty() and (wait_s <= 0 or not isinstance(item, p.FrameResult)):

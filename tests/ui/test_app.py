@@ -134,3 +134,25 @@ def test_coalesced_hands_on_a_broken_connection():
 
     with pytest.raises(ClientError):
         asyncio.run(run())
+
+
+def test_coalesced_reads_ahead_at_most_a_bounded_number_of_messages(monkeypatch):
+    """A page that renders slowly stops reading its websocket, so the server's drop rule applies to it."""
+    monkeypatch.setattr(live, "PAGE_QUEUE_MESSAGES", 4)
+    read = []
+
+    async def source() -> AsyncIterator[p.Message]:
+        for i in range(100):
+            read.append(i)
+            yield _frame(i)
+        yield p.Error(code="cancelled", message="x", job_id=JOB)
+
+    async def run() -> int:
+        batches = live.coalesced(source())
+        await batches.__anext__()  # the page takes one batch, then renders for a long while
+        await asyncio.sleep(0.3)
+        ahead = len(read)
+        await batches.aclose()
+        return ahead
+
+    assert asyncio.run(run()) <= 4 + 2 + live.PAGE_QUEUE_MESSAGES  # not all 100
