@@ -376,6 +376,12 @@ def test_report_records_schema_validates_their_json(record):
     jsonschema.Draft202012Validator(schema).validate(json.loads(text))
 
 
+def assert_same_fields(pairs: list[tuple[type, type]]) -> None:
+    """Each (wire record, pipeline record) pair has the same field names."""
+    for wire, pipe in pairs:
+        assert {f.name for f in dataclasses.fields(wire)} == {f.name for f in dataclasses.fields(pipe)}, wire
+
+
 def test_report_records_mirror_the_pipeline():
     """The wire report has exactly the fields pipeline/report.py writes, so a report never drifts from it."""
     from pipeline import types as t
@@ -389,8 +395,7 @@ def test_report_records_mirror_the_pipeline():
         (p.Segment, t.Segment),
         (p.Timings, t.StageTimings),
     ]
-    for wire, pipe in pairs:
-        assert {f.name for f in dataclasses.fields(wire)} == {f.name for f in dataclasses.fields(pipe)}, wire
+    assert_same_fields(pairs)
     assert {f.name for f in dataclasses.fields(p.Report)} == {f.name for f in dataclasses.fields(t.Report)} | {
         "schema",
         "summary",
@@ -415,8 +420,7 @@ def test_provenance_records_mirror_the_pipeline():
         (p.SectionError, r.SectionError),
         (p.ProvenanceMetadata, r.Metadata),
     ]
-    for wire, pipe in pairs:
-        assert {f.name for f in dataclasses.fields(wire)} == {f.name for f in dataclasses.fields(pipe)}, wire
+    assert_same_fields(pairs)
     fields = {f.name for f in dataclasses.fields(r.Provenance)} | {"summary", "found"}
     assert {f.name for f in dataclasses.fields(p.Provenance)} == fields
     assert set(p.C2paStateName.__args__) == {s.value for s in r.C2paState}
