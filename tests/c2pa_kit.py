@@ -98,13 +98,19 @@ def manifest(title: str = "generated.jpg", *, source_type: str | None = GENERATE
     }
 
 
-def sign(source: Path, dest: Path, chain: Chain, definition: dict[str, Any] | None = None) -> Path:
-    """Write ``source`` signed with ``chain`` to ``dest`` (format from the suffix), offline."""
+def sign(
+    source: Path, dest: Path, chain: Chain, definition: dict[str, Any] | None = None, *, parent: Path | None = None
+) -> Path:
+    """Write ``source`` signed with ``chain`` to ``dest`` (format from the suffix), offline; ``parent``: a
+    file named as the ``parentOf`` ingredient."""
     import c2pa
 
     context = c2pa.Context.from_dict({"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}})
     info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain.chain, chain.key, None)
     builder = c2pa.Builder.from_json(definition or manifest(dest.name), context=context)
+    if parent is not None:
+        with open(parent, "rb") as f:
+            builder.add_ingredient({"title": parent.name, "relationship": "parentOf"}, MIME[parent.suffix.lower()], f)
     with c2pa.Signer.from_info(info) as signer, open(source, "rb") as src, open(dest, "wb") as out:
         builder.sign(signer, MIME[dest.suffix.lower()], src, out)
     return dest

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.provenance.c2pa_read import read_c2pa, sniff_mime
-from pipeline.provenance.records import NO_MANIFEST, C2paAction, C2paState
+from pipeline.provenance.records import NO_MANIFEST, C2paAction, C2paIngredient, C2paState
 from tests.c2pa_kit import GENERATED, ISSUER, SIGNER, Chain, make_chain, sign, tamper_pixels
 from tests.media import moving_faces_clip
 
@@ -77,6 +77,13 @@ def test_trusting_the_root_makes_it_valid_and_tampering_makes_it_invalid(
         assert result.state is C2paState.INVALID
         assert "assertion.dataHash.mismatch" in [s.code for s in result.status]
         assert result.manifest is not None and result.manifest.signer == SIGNER  # who claimed it is still shown
+
+
+def test_an_ingredient_is_read_back(tmp_path: Path, photos: dict[str, Path], chain: Chain):
+    signed = sign(photos[".jpg"], tmp_path / "edited.jpg", chain, parent=photos[".png"])
+    result = read_c2pa(signed)
+    assert result.manifest is not None
+    assert result.manifest.ingredients == (C2paIngredient("plain.png", "parentOf", "image/png"),)
 
 
 def test_an_unsigned_file_is_unknown_provenance(photos: dict[str, Path], tmp_path: Path):
