@@ -13,6 +13,15 @@ DEFAULT_LABELLED = DEFAULT_MEDIA.parent / "labelled"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def bench_cache(explicit: Path | None = None) -> Path:
+    """Where the bench keeps its clips and checkpoint: ``explicit``, else ``<Settings.data_dir>/bench-cache``."""
+    if explicit is not None:
+        return explicit
+    from pipeline.config import Settings  # here, not at the top: this module stays light
+
+    return Settings.from_env().data_dir / "bench-cache"
+
+
 def say(message: str) -> None:
     """The default log: stdout, flushed (progress shows even when redirected to a file)."""
     print(message, flush=True)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.child import run_child
-from bench.config import CLIP_720P, CLIP_QUICK, RESULTS_DIR, ClipSpec
+from bench.config import CLIP_720P, CLIP_QUICK, RESULTS_DIR, ClipSpec, bench_cache
 
 BUSY_LOOP = "while True: pass"
 
@@ -161,10 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from bench.media import make_clip
     from bench.weights import calibrated_checkpoint
-    from pipeline.config import Settings
 
     spec: ClipSpec = CLIP_QUICK if args.quick else CLIP_720P
-    cache = Settings.from_env().data_dir / "bench-cache"
+    cache = bench_cache()
     clip, ckpt = make_clip(spec, cache), calibrated_checkpoint(cache)
     rounds = args.rounds or (1 if args.quick else 3)
     frames = args.frames or (10 if args.quick else 30)

@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.config import CLIP_720P, CLIP_QUICK, RESULTS_DIR, ClipSpec
+from bench.config import CLIP_720P, CLIP_QUICK, RESULTS_DIR, ClipSpec, bench_cache
 
 STREAM_PATH = "/stream.ts"
 
@@ -359,9 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_entry_thread_environment()  # the thread settings `dff` runs with (before torch loads)
     from bench.media import make_clip
     from bench.weights import calibrated_checkpoint
-    from pipeline.config import Settings
 
-    cache = args.cache or Settings.from_env().data_dir / "bench-cache"
+    cache = bench_cache(args.cache)
     spec = CLIP_QUICK if args.quick else CLIP_720P
     clip = make_clip(spec, cache)
     seconds = args.seconds or (4.0 if args.quick else 25.0)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.config import bench_cache
 from bench.measure import rss_mib
 from bench.media import _background, face_tile
 from bench.weights import calibrated_checkpoint
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     apply_entry_thread_environment()
     base = Settings.from_env()
-    cache = args.cache or base.data_dir / "bench-cache"
+    cache = bench_cache(args.cache)
     settings = dataclasses.replace(base, checkpoint=calibrated_checkpoint(cache))
     print(f"live memory: {args.hours:g} h of stream at {args.rate:g} frames/s, fed as fast as analysis goes")
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import CLIP_720P, CLIP_QUICK, RESULTS_DIR
+from bench.config import CLIP_720P, CLIP_QUICK, RESULTS_DIR, bench_cache
 
 PROB_TOLERANCE = 1e-6
 
@@ -255,9 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from bench.media import make_clip
     from bench.weights import calibrated_checkpoint
-    from pipeline.config import Settings
 
-    cache = Settings.from_env().data_dir / "bench-cache"
+    cache = bench_cache()
     clip = make_clip(CLIP_QUICK if args.quick else CLIP_720P, cache)
     result = measure(
         clip,

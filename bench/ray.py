@@ -39,7 +39,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.config import CLIP_720P, CLIP_QUICK, RESULTS_DIR
+from bench.config import CLIP_720P, CLIP_QUICK, RESULTS_DIR, bench_cache
 from bench.load import Job, run_job
 from bench.ray_rows import PHOTOS, SOLO, VIDEOS, WORKLOADS, Row, Sample, all_good, summarise, table
 
@@ -233,9 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.media import make_clip
     from bench.report import results_header, results_path, write_json
     from bench.weights import calibrated_checkpoint
-    from pipeline.config import Settings
 
-    cache = Settings.from_env().data_dir / "bench-cache"
+    cache = bench_cache()
     clip = make_clip(CLIP_QUICK if args.quick else CLIP_720P, cache)
     every_s = args.every_s or (0.5 if args.quick else 1.0)
     rounds = args.rounds or (1 if args.quick else 3)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.config import RESULTS_DIR
+from bench.config import RESULTS_DIR, bench_cache
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
@@ -193,9 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_entry_thread_environment()  # the thread settings `dff` runs with (before torch loads)
     from bench.media import small_faces_clip
     from bench.weights import calibrated_checkpoint
-    from pipeline.config import Settings
 
-    cache = args.cache or Settings.from_env().data_dir / "bench-cache"
+    cache = bench_cache(args.cache)
     clip = small_faces_clip(cache, args.frames or (8 if args.quick else 40))
     payload = measure(clip, calibrated_checkpoint(cache), args.rounds or (1 if args.quick else 3))
     print(table(payload))

@@ -28,10 +28,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.config import CLIP_720P, CLIP_QUICK
+from bench.config import CLIP_720P, CLIP_QUICK, bench_cache
 from bench.media import make_clip
 from bench.weights import calibrated_checkpoint
-from pipeline.config import Settings
 from stream import protocol as p
 from ui.client import analyze_file
 
@@ -142,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--every-s", type=float, default=1.0, help="sampling interval (default 1 s)")
     ap.add_argument("--quick", action="store_true", help="the tiny clip (smoke test)")
     args = ap.parse_args(argv)
-    cache = Settings.from_env().data_dir / "bench-cache"
+    cache = bench_cache()
     clip = make_clip(CLIP_QUICK if args.quick else CLIP_720P, cache)
     result = measure(
         clip, calibrated_checkpoint(cache), clients=args.clients, repeats=args.repeats, every_s=args.every_s

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 
 from bench.child import ChildResult, run_child
-from bench.config import BenchConfig
+from bench.config import BenchConfig, bench_cache
 from bench.measure import (
     DecodeResult,
     PipelineResult,
@@ -158,7 +158,7 @@ def run_suite(cfg: BenchConfig) -> dict[str, Any]:
     log = cfg.log
     load_start = os.getloadavg()
     base = Settings.from_env()
-    cache = cfg.cache_dir or base.data_dir / "bench-cache"
+    cache = bench_cache(cfg.cache_dir)
     t_setup = time.perf_counter()
     ckpt = calibrated_checkpoint(cache)
     clip = make_clip(cfg.clip, cache)
