@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -196,7 +196,7 @@ def _rows(n: int, lone_at: int | None) -> tuple[list[FrameRow], list[TrackObserv
     return rows, obs
 
 
-def _report(rows, obs, strategy: Strategy, k: int = 2, is_image: bool = False) -> Report:
+def _report(rows, obs, strategy: Strategy, k: int = 2, is_image: bool = False, **extra: Any) -> Report:
     return build_report(
         _start(is_image),
         strategy,
@@ -207,6 +207,7 @@ def _report(rows, obs, strategy: Strategy, k: int = 2, is_image: bool = False) -
         timings=StageTimings(),
         version="t",
         min_track_frames=k,
+        **extra,
     )
 
 
@@ -254,19 +255,7 @@ def test_live_people_mark_short_tracks_too() -> None:
 def test_rejected_and_support_round_trip_and_old_reports_still_load() -> None:
     rows, obs = _rows(4, lone_at=1)
     refused = (RejectedFace(2, 2.0, (1.0, 2.0, 30.0, 40.0), 0.962, "geometry", "landmark 0.32 of the box outside it"),)
-    report = build_report(
-        _start(),
-        Strategy.PER_PERSON,
-        rows,
-        obs,
-        band=0.05,
-        min_faces=3,
-        timings=StageTimings(),
-        version="t",
-        min_track_frames=2,
-        rejected=refused,
-        n_rejected=7,
-    )
+    report = _report(rows, obs, Strategy.PER_PERSON, rejected=refused, n_rejected=7)
     back = report_from_dict(json.loads(report_to_json(report)))
     assert back == report and back.n_rejected == 7 and not back.tracks[2].supported
     old = report_to_dict(report)
