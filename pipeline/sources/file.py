@@ -54,20 +54,22 @@ def open_media(
         facts = dict(name=name, size_bytes=size, sha256=sha, container=fmt, codec=codec, kind=MediaKind.FILE)
         # the decoder itself refuses frames over the cap, whatever the header said (av applies these at open)
         stream.codec_context.options = {**stream.codec_context.options, "max_pixels": str(max_image_pixels)}
-        provenance = read_provenance(
-            path, is_image=is_still(fmt), container=container, trust_anchors_pem=trust_anchors_pem
-        )
+        # provenance after the source: its checks (pixel cap, decodable still) come first, and Pillow's
+        # getexif() decodes a PNG, which must not happen to an image over the cap
         source: Source
         if is_still(fmt):
             try:
                 source = open_still(path, container, stream, facts, policy, max_image_pixels)
             finally:
                 container.close()  # the still's pixels are decoded: nothing more to read
+            source.provenance = read_provenance(path, is_image=True, trust_anchors_pem=trust_anchors_pem)
         else:
             source = VideoSource(
                 container, stream, facts, policy, max_duration_s=max_duration_s, max_pixels=max_image_pixels
             )
-        source.provenance = provenance
+            source.provenance = read_provenance(
+                path, is_image=False, container=container, trust_anchors_pem=trust_anchors_pem
+            )
         return source
     except BaseException:
         container.close()

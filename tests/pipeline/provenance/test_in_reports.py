@@ -125,3 +125,19 @@ def test_hostile_metadata_is_a_section_error_and_the_analysis_goes_on(
     assert [e.section for e in report.provenance.metadata.errors] == ["xmp"]
     assert "xmp unreadable" in report.provenance.summary
     assert report.frames and report.label is not Label.NO_FACE
+
+
+def test_provenance_is_read_only_after_the_size_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Pillow's getexif() decodes a PNG: an image over the pixel cap is refused before anything reads it."""
+    import pipeline.sources.file as file_source
+    from pipeline.errors import MediaTooLarge
+    from pipeline.sources import open_media
+    from pipeline.types import SampleMode, SamplingPolicy
+
+    read: list[Path] = []
+    monkeypatch.setattr(file_source, "read_provenance", lambda path, **kw: read.append(path))
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1200, 1000), (90, 90, 90)).save(big)
+    with pytest.raises(MediaTooLarge):
+        open_media(big, SamplingPolicy(SampleMode.EVERY_S), max_image_pixels=1_000_000)
+    assert read == []
